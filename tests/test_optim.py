@@ -1,0 +1,167 @@
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import nn
+
+
+def param(values, grad):
+    p = nn.Parameter(np.array(values, dtype=np.float64))
+    p.add_grad(np.array(grad, dtype=np.float64))
+    return p
+
+
+def test_sgd_plain_step_by_hand():
+    p = param([1.0, -2.0], [0.5, 0.25])
+    nn.SGD([p], lr=0.1).step()
+    np.testing.assert_allclose(p.data, [1.0 - 0.05, -2.0 - 0.025], rtol=1e-15)
+
+
+def test_sgd_momentum_and_weight_decay_by_hand():
+    p = param([1.0], [0.5])
+    opt = nn.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.step()  # g = 0.5 + 0.01*1 = 0.51; v = 0.51; p = 1 - 0.051 = 0.949
+    np.testing.assert_allclose(p.data, [0.949], rtol=1e-15)
+    opt.step()  # g = 0.5 + 0.00949 = 0.50949; v = 0.9*0.51 + 0.50949 = 0.96849; p = 0.949 - 0.096849
+    np.testing.assert_allclose(p.data, [0.852151], rtol=1e-14)
+    np.testing.assert_allclose(opt.velocity[0], [0.96849], rtol=1e-14)
+
+
+def test_adam_two_steps_by_hand():
+    p = param([1.0], [0.5])
+    opt = nn.Adam([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8)
+    opt.step()  # m = .05, v = .00025; m^ = .5, v^ = .25; p = 1 - .1 * .5 / (.5 + 1e-8)
+    expected = 1 - 0.1 * 0.5 / (0.5 + 1e-8)
+    np.testing.assert_allclose(p.data, [expected], rtol=1e-15)
+    p.zero_grad()
+    p.add_grad(np.array([-1.0]))
+    opt.step()
+    m = 0.9 * 0.05 + 0.1 * -1.0                     # -0.055
+    v = 0.999 * 0.00025 + 0.001 * 1.0               # 0.00124975
+    m_hat, v_hat = m / (1 - 0.9 ** 2), v / (1 - 0.999 ** 2)
+    np.testing.assert_allclose(p.data, [expected - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)],
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: nn.SGD(ps, lr=0.05),
+    lambda ps: nn.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    lambda ps: nn.Adam(ps, lr=1e-3, weight_decay=1e-4)])
+def test_blocked_parallel_update_equals_the_whole_array_formula(rng, make):
+    """A 16 MB parameter goes through the blocked, threaded path; a small one does not."""
+    big = rng.standard_normal((4096, 1024)).astype(np.float32)
+    g = rng.standard_normal(big.shape).astype(np.float32)
+    p_big, p_ref = nn.Parameter(big.copy()), nn.Parameter(big.copy())
+    for p in (p_big, p_ref):
+        p.add_grad(g)
+    opt_big = make([p_big])
+    opt_ref = make([p_ref])
+    import nn.optim as optim
+    for _ in range(2):
+        opt_big.step()
+        saved, optim._BLOCK_BYTES = optim._BLOCK_BYTES, 1 << 40  # one block: the plain formula
+        try:
+            opt_ref.step()
+        finally:
+            optim._BLOCK_BYTES = saved
+    assert p_big.data.dtype == np.float32
+    assert np.array_equal(p_big.data, p_ref.data)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_step_on_a_large_layer_allocates_no_full_size_temporary(rng, momentum):
+    layer = nn.Linear(20_000, 256, rng=0)                # a 20 MB weight
+    x = rng.random((8, 20_000), dtype=np.float32)
+    opt = nn.SGD(layer.parameters(), lr=0.05, momentum=momentum)
+    layer(x)
+    layer.backward(np.ones((8, 256), np.float32))
+    tracemalloc.start()
+    opt.step()
+    opt.zero_grad()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < layer.weight.data.nbytes / 4, f"step allocated {peak} bytes"
+
+
+def test_zero_grad_then_backward_writes_in_place(rng):
+    layer = nn.Linear(20_000, 256, rng=0)
+    x = rng.random((8, 20_000), dtype=np.float32)
+    layer(x)
+    layer.backward(np.ones((8, 256), np.float32))
+    buffer = layer.weight.grad
+    layer.zero_grad()
+    layer(x)
+    tracemalloc.start()
+    layer.backward(np.ones((8, 256), np.float32))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert layer.weight.grad is buffer and peak < buffer.nbytes / 4
+
+
+def test_sgd_drives_a_small_multilabel_problem_to_near_zero_loss(rng):
+    x = rng.standard_normal((64, 10)).astype(np.float32)
+    w_true = rng.standard_normal((10, 5)).astype(np.float32)
+    y = (x @ w_true > 0).astype(np.float32)
+    model = nn.Sequential(nn.Linear(10, 32, rng=0), nn.ReLU(), nn.Linear(32, 5, rng=1))
+    loss_fn = nn.BCEWithLogitsLoss()
+    opt = nn.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    losses = []
+    for _ in range(300):
+        losses.append(loss_fn(model(x), y))
+        model.backward(loss_fn.backward())
+        opt.step()
+        opt.zero_grad()
+    assert losses[0] > 0.5 and losses[-1] < 0.02, losses[::50]
+
+
+def test_no_parameters_is_a_clear_error():
+    with pytest.raises(ValueError, match="no parameters"):
+        nn.SGD([], lr=0.1)
+
+
+def test_state_dict_roundtrip_resumes_identically(rng):
+    def run(steps, opt_state=None, data=None):
+        p = nn.Parameter(rng_data.copy() if data is None else data.copy())
+        opt = nn.Adam([p], lr=0.01) if kind == "adam" else nn.SGD([p], lr=0.1, momentum=0.9)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        for g in steps:
+            p.zero_grad()
+            p.add_grad(g)
+            opt.step()
+        return p.data, {k: np.array(v) for k, v in opt.state_dict().items()}
+
+    rng_data = rng.standard_normal(5)
+    grads = [rng.standard_normal(5) for _ in range(6)]
+    for kind in ("adam", "sgd"):
+        straight, _ = run(grads)
+        half, state = run(grads[:3])
+        resumed, _ = run(grads[3:], state, half)
+        assert np.array_equal(straight, resumed)
+
+
+torch = pytest.importorskip("torch", reason="torch not installed (pip install -e .[torch])")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "sgd_momentum_wd", "adam", "adam_wd"])
+def test_optimizers_equal_torch_float64(rng, kind):
+    data = rng.standard_normal((6, 4))
+    grads = [rng.standard_normal((6, 4)) for _ in range(5)]
+    p = nn.Parameter(data.copy())
+    tp = torch.nn.Parameter(torch.tensor(data))
+    ours, theirs = {
+        "sgd": (nn.SGD([p], lr=0.05), torch.optim.SGD([tp], lr=0.05)),
+        "sgd_momentum_wd": (nn.SGD([p], lr=0.05, momentum=0.9, weight_decay=0.01),
+                            torch.optim.SGD([tp], lr=0.05, momentum=0.9, weight_decay=0.01)),
+        "adam": (nn.Adam([p], lr=0.01), torch.optim.Adam([tp], lr=0.01)),
+        "adam_wd": (nn.Adam([p], lr=0.01, weight_decay=0.1),
+                    torch.optim.Adam([tp], lr=0.01, weight_decay=0.1)),
+    }[kind]
+    for g in grads:
+        p.zero_grad()
+        p.add_grad(g)
+        tp.grad = torch.tensor(g)
+        ours.step()
+        theirs.step()
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
