@@ -1,0 +1,221 @@
+"""Tests for nn.checkpoint: roundtrip, atomic writes, no pickle, and a clear error per bad file."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from nn.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    check_meta,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+META = {"architecture": [367500, 512, 256, 128, 64, 25], "genres": ["Action", "N/A"],
+        "input_size": [350, 350, 3], "epoch": 3, "lr": 0.05}
+
+
+def _arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "0.weight": rng.normal(size=(5, 4)).astype(np.float32),
+        "0.bias": rng.normal(size=4),  # float64
+        "steps": np.array(7, dtype=np.int64),
+        "mask": rng.integers(0, 2, size=(3, 2), dtype=np.uint8),
+        "fortran": np.asfortranarray(rng.normal(size=(3, 4)).astype(np.float32)),
+    }
+
+
+def _raises_naming(path, match=""):
+    return pytest.raises(CheckpointError, match=re.escape(str(path)) + ".*" + match)
+
+
+def test_roundtrip_keeps_dtype_shape_values_and_meta(tmp_path):
+    path = tmp_path / "model.npz"
+    arrays = _arrays()
+    save_checkpoint(path, arrays, META)
+    loaded, meta = load_checkpoint(path)
+    assert list(loaded) == list(arrays)
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape
+        np.testing.assert_array_equal(loaded[name], array)
+    assert meta == META
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_file_is_a_plain_npz(tmp_path):
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, _arrays(), META)
+    with np.load(path, allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["0.weight"], _arrays()["0.weight"])
+
+
+def test_overwrite_replaces_and_uses_normal_permissions(tmp_path):
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, _arrays(0), META)
+    save_checkpoint(path, _arrays(1), {**META, "epoch": 4})
+    loaded, meta = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded["0.bias"], _arrays(1)["0.bias"])
+    assert meta["epoch"] == 4
+    assert os.listdir(tmp_path) == ["model.npz"]
+    if os.name == "posix":
+        umask = os.umask(0)
+        os.umask(umask)
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def _crash_halfway_through_second_array(monkeypatch):
+    real_write_array = np.lib.format.write_array
+    calls = []
+
+    def write_array(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            fp.write(b"\x93NUMPY partial bytes")
+            raise OSError("disk full (simulated)")
+        real_write_array(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_array)
+
+
+def _crash_in_fsync(monkeypatch):
+    def fsync(fd):
+        raise OSError("I/O error (simulated)")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _interrupt_during_write(monkeypatch):
+    def write_array(fp, array, *args, **kwargs):
+        fp.write(b"\x93NUMPY")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_array)
+
+
+@pytest.mark.parametrize(
+    "crash", [_crash_halfway_through_second_array, _crash_in_fsync, _interrupt_during_write]
+)
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, crash):
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, _arrays(0), META)
+    good = path.read_bytes()
+    crash(monkeypatch)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        save_checkpoint(path, _arrays(1), {**META, "epoch": 4})
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert load_checkpoint(path)[1] == META
+
+
+def test_crash_on_first_save_leaves_nothing(tmp_path, monkeypatch):
+    _crash_halfway_through_second_array(monkeypatch)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "model.npz", _arrays(), META)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_object_arrays_and_bad_input(tmp_path):
+    path = tmp_path / "model.npz"
+    with _raises_naming(path, "object"):
+        save_checkpoint(path, {"x": np.array([{"a": 1}], dtype=object)}, META)
+    with _raises_naming(path, "JSON"):
+        save_checkpoint(path, _arrays(), {"shape": np.zeros(2)})
+    with _raises_naming(path, "__meta__"):
+        save_checkpoint(path, {"__meta__": np.zeros(2)}, META)
+    with _raises_naming(path, "dict"):
+        save_checkpoint(path, _arrays(), [1, 2])
+    assert os.listdir(tmp_path) == []
+
+
+class _Sentinel:
+    """Unpickling this creates a directory: proof that code ran."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def _meta_array(envelope):
+    return np.frombuffer(json.dumps(envelope).encode(), dtype=np.uint8)
+
+
+def test_pickled_object_array_is_refused_without_running_it(tmp_path):
+    sentinel = tmp_path / "code_ran"
+    path = tmp_path / "evil.npz"
+    np.savez(path, weights=np.array([_Sentinel(str(sentinel))], dtype=object),
+             __meta__=_meta_array({"format_version": FORMAT_VERSION, "meta": {}}))
+    with _raises_naming(path, "'weights'.*allow_pickle"):
+        load_checkpoint(path)
+    assert not sentinel.exists()
+    # The sentinel is live: loading with pickle allowed does run it.
+    with np.load(path, allow_pickle=True) as npz:
+        npz["weights"]
+    assert sentinel.exists()
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_file_is_refused(tmp_path, keep):
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, _arrays(), META)
+    data = good.read_bytes()
+    path = tmp_path / "cut.npz"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with _raises_naming(path, "truncated or corrupt"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", bytes(range(256)) * 4])
+def test_non_zip_file_is_refused(tmp_path, content):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(content)
+    with _raises_naming(path, "not an .npz"):
+        load_checkpoint(path)
+
+
+def test_missing_file_is_refused(tmp_path):
+    path = tmp_path / "nope.npz"
+    with _raises_naming(path, "cannot open"):
+        load_checkpoint(path)
+
+
+def test_missing_or_invalid_meta_is_refused(tmp_path):
+    path = tmp_path / "model.npz"
+    np.savez(path, w=np.zeros(3))
+    with _raises_naming(path, "no '__meta__'"):
+        load_checkpoint(path)
+    np.savez(path, w=np.zeros(3), __meta__=np.frombuffer(b"{not json", dtype=np.uint8))
+    with _raises_naming(path, "invalid '__meta__'"):
+        load_checkpoint(path)
+    np.savez(path, w=np.zeros(3), __meta__=np.zeros(3))
+    with _raises_naming(path, "invalid '__meta__'"):
+        load_checkpoint(path)
+    np.savez(path, w=np.zeros(3), __meta__=_meta_array({"format_version": 1, "meta": [1]}))
+    with _raises_naming(path, "invalid '__meta__'"):
+        load_checkpoint(path)
+
+
+def test_unknown_format_version_is_refused(tmp_path):
+    path = tmp_path / "future.npz"
+    np.savez(path, w=np.zeros(3), __meta__=_meta_array({"format_version": 2, "stuff": {}}))
+    with _raises_naming(path, "format version 2"):
+        load_checkpoint(path)
+
+
+def test_check_meta(tmp_path):
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, _arrays(), META)
+    _, meta = load_checkpoint(path)
+    # Tuples were stored as JSON lists; they still match.
+    check_meta(meta, {"input_size": (350, 350, 3), "genres": ["Action", "N/A"]}, path)
+    with _raises_naming(path, r"'input_size' differs: expected \[64, 64, 3\], found \[350"):
+        check_meta(meta, {"input_size": (64, 64, 3)}, path)
+    with _raises_naming(path, "no field 'optimizer'"):
+        check_meta(meta, {"optimizer": "sgd"}, path)
