@@ -1,0 +1,113 @@
+"""How fast do posters get into arrays? Reference: one worker decoding with Pillow.
+
+    python benchmarks/bench_load.py [--data DIR] [-n 500] [--size 350] [--json OUT]
+
+Measures, in one process, on the first n posters of the dataset:
+  1. cold decode + resize with one worker, then with every core (posters/s and the speed-up);
+  2. a cached reload: PosterDataset opening its .npy cache (hashing the files to check it is
+     current) and reading every pixel, against decoding them;
+  3. turning a batch of 33 uint8 posters into float32 in [0, 1]: nn.data.to_float into a
+     preallocated buffer, against `batch.astype(np.float32) / 255` (batches/s).
+The image files are read once before timing, so both decode runs measure decoding, not disk.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+from nn.data import (DataError, PosterDataset, default_workers, find_dataset,  # noqa: E402
+                     load_images, read_labels, to_float)
+
+
+def timed(fn, repeat=1):
+    """Best wall time of `repeat` calls, and the last result."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="dataset folder (default: $POSTERS_DIR, then data/posters)")
+    parser.add_argument("-n", type=int, default=500, help="posters to decode (default: 500)")
+    parser.add_argument("--size", type=int, default=350,
+                        help="square side in pixels (default: 350)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    try:
+        root = find_dataset(args.data)
+        ids = read_labels(root / "train.csv").ids[: args.n]
+    except DataError as e:
+        parser.exit(2, f"bench_load.py: error: {e}\n")
+    paths = [root / "Images" / f"{i}.jpg" for i in ids]
+    n, size, workers = len(paths), args.size, default_workers()
+    results = {
+        "machine": {"os.cpu_count": os.cpu_count(), "usable_cores": workers,
+                    "numpy": np.__version__, "pillow": PIL.__version__,
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "posters": n, "size": size,
+    }
+    print(f"{n} posters at {size} x {size}; os.cpu_count() = {os.cpu_count()}, usable cores "
+          f"{workers}; numpy {np.__version__}, Pillow {PIL.__version__}, Python "
+          f"{platform.python_version()}")
+
+    for p in paths:   # into the page cache, so that disk speed does not enter the comparison
+        p.read_bytes()
+    decode = {}
+    for label, w in [("1 worker", 1), (f"{workers} workers", workers)]:
+        seconds, (images, _) = timed(lambda: load_images(paths, size, workers=w, progress=False))
+        decode[w] = n / seconds
+        print(f"cold decode + resize, {label:>10}: {decode[w]:8.0f} posters/s")
+    results["decode_1_worker_per_s"] = decode[1]
+    results["decode_all_cores_per_s"] = decode[workers]
+    results["decode_speedup"] = decode[workers] / decode[1]
+    print(f"  speed-up with {workers} workers: {results['decode_speedup']:.2f}x")
+
+    with tempfile.TemporaryDirectory() as cache:
+        def open_dataset():
+            return PosterDataset(root, size, cache_dir=cache, limit=n, progress=False)
+
+        build, _ = timed(open_dataset)
+        print(f"PosterDataset first build (decode into the cache): {n / build:8.0f} posters/s")
+
+        def reload():
+            data = open_dataset()
+            assert data.images.max() <= 255   # touches every byte of the memmap
+            return data
+
+        seconds, _ = timed(reload, repeat=3)
+        results["cached_reload_per_s"] = n / seconds
+        results["cached_vs_decode"] = results["cached_reload_per_s"] / decode[workers]
+        print(f"cached reload (hash files, open memmap, read all): "
+              f"{results['cached_reload_per_s']:8.0f} posters/s, "
+              f"{results['cached_vs_decode']:.0f}x decoding on all cores")
+
+    batch = images[:33]
+    buf = np.empty((len(batch), batch[0].size), np.float32)
+    fresh, _ = timed(lambda: [batch.astype(np.float32) / 255 for _ in range(20)], repeat=3)
+    reused, _ = timed(lambda: [to_float(batch, out=buf) for _ in range(20)], repeat=3)
+    results["to_float_buffer_batches_per_s"] = 20 / reused
+    results["astype_div_batches_per_s"] = 20 / fresh
+    results["to_float_speedup"] = fresh / reused
+    print(f"uint8 -> float32, batch of 33: to_float into a buffer {20 / reused:6.0f} batches/s, "
+          f"astype(float32) / 255 {20 / fresh:6.0f} batches/s ({fresh / reused:.1f}x)")
+
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
