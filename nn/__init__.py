@@ -16,3 +16,7 @@ from .optim import SGD, Adam
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Sequential", "sigmoid",
            "BCELoss", "BCEWithLogitsLoss", "SGD", "Adam", "gradcheck"]
+
+from .conv import Conv2d, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Unflatten
+
+__all__ += ["Conv2d", "MaxPool2d", "GlobalAvgPool2d", "Flatten", "Unflatten", "Dropout"]
