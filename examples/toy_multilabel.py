@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nn  # noqa: E402
-from examples.plotting import plot_curves  # noqa: E402
+from plotting import plot_curves  # noqa: E402
 
 
 def make_data(n=256, seed=0):

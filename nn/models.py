@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .layers import Linear, ReLU, Sequential, Sigmoid
 
 PAPER_INPUT = 350 * 350 * 3
@@ -27,3 +28,42 @@ def paper_mlp(input_size=PAPER_INPUT, hidden=PAPER_HIDDEN, n_out=25, rng=0, dtyp
     if not logits:
         layers.append(Sigmoid())
     return Sequential(*layers)
+
+
+# A checkpoint names its architecture as {"name": ..., "kwargs": {...}}, JSON only, so loading
+# rebuilds the model from this table and copies the saved arrays in: no code is ever unpickled.
+MODELS = {"paper_mlp": paper_mlp}
+
+
+def build_model(spec):
+    """The model that spec = {"name": ..., "kwargs": {...}} describes, freshly initialised."""
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name](**spec.get("kwargs", {}))
+
+
+def save_model(path, model, meta, extra_arrays=None):
+    """Write the model's parameters ("model.<name>") and meta (which must hold "model", the
+    spec) atomically to path; extra_arrays (e.g. optimizer state) go in under their own names."""
+    if "model" not in meta:
+        raise ValueError("meta needs the model's spec under 'model'")
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays.update(extra_arrays or {})
+    save_checkpoint(path, arrays, meta)
+
+
+def load_model(path):
+    """(model, meta, other arrays) from a checkpoint written by save_model."""
+    arrays, meta = load_checkpoint(path)
+    try:
+        model = build_model(meta.get("model"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit {meta['model']['name']}: "
+                              f"{exc}") from None
+    return model, meta, arrays
