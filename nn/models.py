@@ -54,8 +54,13 @@ def save_model(path, model, meta, extra_arrays=None):
 
 
 def load_model(path):
-    """(model, meta, other arrays) from a checkpoint written by save_model."""
+    """(model, meta, other arrays) from a checkpoint written by save_model.
+
+    Checks what prediction relies on (output kind, genre names, image size) before building,
+    so a damaged or foreign checkpoint gets a CheckpointError naming the field.
+    """
     arrays, meta = load_checkpoint(path)
+    _check_prediction_meta(path, meta)
     try:
         model = build_model(meta.get("model"))
     except (TypeError, ValueError) as exc:
@@ -67,3 +72,19 @@ def load_model(path):
         raise CheckpointError(f"{path}: the weights do not fit {meta['model']['name']}: "
                               f"{exc}") from None
     return model, meta, arrays
+
+
+def _check_prediction_meta(path, meta):
+    problems = []
+    if meta.get("output") not in ("probabilities", "logits"):
+        problems.append(f"'output' must be 'probabilities' or 'logits', found "
+                        f"{meta.get('output')!r}")
+    genres = meta.get("genres")
+    if not (isinstance(genres, list) and genres and all(isinstance(g, str) for g in genres)):
+        problems.append(f"'genres' must be a list of names, found {genres!r}")
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)):
+        problems.append(f"'image_size' must be [width, height], found {size!r}")
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
