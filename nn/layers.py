@@ -18,8 +18,9 @@ class Parameter:
         self.data = data
         self._grad = np.zeros_like(data)
         # zero_grad() only raises this flag: filling the first layer's 753 MB gradient with zeros
-        # costs as much as a matrix product, and the next backward overwrites it anyway.
-        self._grad_is_stale = False
+        # costs as much as a matrix product, and the next backward overwrites it anyway. It starts
+        # raised, so the very first backward writes in place too.
+        self._grad_is_stale = True
 
     @property
     def grad(self):
@@ -113,7 +114,7 @@ class Module:
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p._grad = np.zeros_like(p.data)
-            p._grad_is_stale = False
+            p._grad_is_stale = True
         return self
 
     def state_dict(self):
