@@ -101,8 +101,8 @@ def part2(rng):
     model, (x, y), loss = small_paper_mlp(), batch(rng), nn.BCELoss()
     print(nn.gradcheck(model, x, y, loss=loss))
     say("No 'input' row: the first Linear has input_grad=False, because nobody learns the "
-        "pixels. A row showing 0 vs 0 is a ReLU unit that is off for all 33 posters: no "
-        "gradient flows through it, and that is correct.")
+        "pixels. 'rel err' is what rounding cannot explain (the verdict); 'raw' is the plain "
+        "relative error, which for gradients near 1e-5 is mostly rounding noise, as shown next.")
 
     # Why 0.00e+00 and not 1e-10: the rounding discount, on the tiniest first-layer gradient.
     objective = lambda: loss(model(x), y)  # noqa: E731
