@@ -1,0 +1,326 @@
+"""Time one training step of the paper's MLP: nn against PyTorch and against the BLAS floor.
+
+    python benchmarks/bench_step.py                  # full size: 367500 inputs, batch 33
+    python benchmarks/bench_step.py --json out.json  # also write every number to out.json
+    python benchmarks/bench_step.py --quick          # a small input, 2 repeats: a smoke test
+
+A step is what the paper's training loop does per minibatch: forward, BCE loss, backward,
+SGD (lr 0.05) step, zero_grad, for 367500 -> 512 -> 256 -> 128 -> 64 -> 25 (ReLU, then
+Sigmoid) on 33 float32 images. Three things are timed, in one process and round-robin so that
+machine noise hits them alike:
+
+    nn      nn.models.paper_mlp with nn.BCELoss and nn.SGD, through the public API.
+    torch   the same network in PyTorch on the CPU, with nn's initial weights copied in, the
+            idiomatic loop: torch.nn.BCELoss, torch.optim.SGD, zero_grad() (set_to_none),
+            an input without requires_grad, all cores. Skipped when torch is not installed.
+    floor   what no implementation can avoid: the first layer's two big products,
+            X @ W (33 x 367500 @ 367500 x 512) and X.T @ dY written into a preallocated
+            367500 x 512 array, timed alone with numpy and summed.
+
+Each reports the median over --repeats rounds after --warmup rounds, with min and max, and
+the ratios nn/torch and nn/floor. nn's step is also split into forward (with the loss),
+backward and update (opt.step and zero_grad), to show where its time goes.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's nn, installed or not
+
+import nn  # noqa: E402
+from nn.models import PAPER_HIDDEN, PAPER_INPUT, paper_mlp  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+try:
+    import threadpoolctl
+except ImportError:
+    threadpoolctl = None
+
+BATCH = 33
+N_OUT = 25
+LR = 0.05
+QUICK_INPUT = PAPER_INPUT // 16
+
+
+def environment():
+    """Versions, cores and the thread pools (BLAS, OpenMP) loaded in this process."""
+    pools = []
+    if threadpoolctl is not None:
+        for info in threadpoolctl.threadpool_info():
+            pools.append({
+                "user_api": info.get("user_api"),
+                "internal_api": info.get("internal_api"),
+                "version": info.get("version"),
+                # OpenBLAS names the kernel set "architecture", MKL and BLIS a "corename".
+                "architecture": info.get("architecture") or info.get("corename"),
+                "num_threads": info.get("num_threads"),
+                "filepath": info.get("filepath"),
+            })
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "torch_num_threads": torch.get_num_threads() if torch is not None else None,
+        "cpu_count": os.cpu_count(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "threadpools": pools if threadpoolctl is not None else None,
+    }
+
+
+def make_batch(input_size, seed=0):
+    """33 images in [0, 1) and multi-label targets (about 2.5 genres each), float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((BATCH, input_size), dtype=np.float32)
+    y = (rng.random((BATCH, N_OUT)) < 0.1).astype(np.float32)
+    return x, y
+
+
+class NNStep:
+    """One step through nn's public API, timed in three parts."""
+
+    def __init__(self, input_size, x, y):
+        self.model = paper_mlp(input_size=input_size, rng=0, dtype=np.float32)
+        self.loss_fn = nn.BCELoss()
+        self.opt = nn.SGD(self.model.parameters(), lr=LR)
+        self.x, self.y = x, y
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        t1 = time.perf_counter()
+        self.model.backward(self.loss_fn.backward())
+        t2 = time.perf_counter()
+        self.opt.step()
+        self.opt.zero_grad()
+        t3 = time.perf_counter()
+        return loss, {"nn_forward": t1 - t0, "nn_backward": t2 - t1, "nn_update": t3 - t2}
+
+
+class TorchStep:
+    """The same step in PyTorch, starting from nn's weights (nn stores W as (in, out))."""
+
+    def __init__(self, nn_model, x, y):
+        layers = []
+        for layer in nn_model.layers:
+            if isinstance(layer, nn.Linear):
+                d, h = layer.weight.data.shape
+                # skip_init: no random init of a 753 MB matrix that is overwritten right away.
+                lin = torch.nn.utils.skip_init(torch.nn.Linear, d, h)
+                with torch.no_grad():
+                    lin.weight.copy_(torch.from_numpy(layer.weight.data).T)
+                    lin.bias.copy_(torch.from_numpy(layer.bias.data))
+                layers.append(lin)
+            elif isinstance(layer, nn.ReLU):
+                layers.append(torch.nn.ReLU())
+            elif isinstance(layer, nn.Sigmoid):
+                layers.append(torch.nn.Sigmoid())
+            else:
+                raise TypeError(f"no torch counterpart for {layer!r}")
+        self.model = torch.nn.Sequential(*layers)
+        self.loss_fn = torch.nn.BCELoss()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        value = loss.item()
+        return value, {"torch_step": time.perf_counter() - t0}
+
+
+class FloorStep:
+    """The first layer's two products alone: X @ W, and X.T @ dY into a preallocated array."""
+
+    def __init__(self, x, w):
+        self.x, self.w = x, w  # w is nn's first-layer weight, only read here
+        self.dy = np.random.default_rng(1).standard_normal((x.shape[0], w.shape[1]),
+                                                           dtype=np.float32)
+        self.out = np.empty_like(w)
+        self.out.fill(0)  # touch every page now, not in the first timed product
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        self.x @ self.w
+        t1 = time.perf_counter()
+        np.matmul(self.x.T, self.dy, out=self.out)
+        t2 = time.perf_counter()
+        return None, {"floor_xw": t1 - t0, "floor_xtdy": t2 - t1, "floor": t2 - t0}
+
+
+def check_float32(step):
+    """Run one nn step layer by layer; name every array that is not float32 (none should be).
+
+    Also checks the SGD update's lr * grad, whose dtype follows from the type of lr.
+    """
+    model, loss_fn = step.model, step.loss_fn
+    found = []
+    x = step.x
+    for i, layer in enumerate(model.layers):
+        x = layer(x)
+        if x.dtype != np.float32:
+            found.append(f"forward output of ({i}) {layer!r}: {x.dtype}")
+    loss_fn(x, step.y)
+    g = loss_fn.backward()
+    if g.dtype != np.float32:
+        found.append(f"BCELoss.backward(): {g.dtype}")
+    for i in reversed(range(len(model.layers))):
+        g = model.layers[i].backward(g)
+        if g is None:
+            break
+        if g.dtype != np.float32:
+            found.append(f"backward output of ({i}) {model.layers[i]!r}: {g.dtype}")
+    for name, p in model.named_parameters():
+        for what, dtype in (("data", p.data.dtype), ("grad", p.grad.dtype),
+                            ("lr * grad", np.result_type(step.opt.lr, p.grad))):
+            if dtype != np.float32:
+                found.append(f"{name} {what}: {dtype}")
+    step.opt.zero_grad()  # discard this step's gradients; the weights are left as they were
+    return found
+
+
+def summarize(samples):
+    ms = [1e3 * s for s in samples]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
+            "samples_ms": ms}
+
+
+def run(input_size=PAPER_INPUT, repeats=7, warmup=2, use_torch=True, log=print):
+    """Measure everything; return the report as a dict (what --json writes)."""
+    if use_torch and torch is None:
+        log("torch is not installed: skipping the PyTorch column (pip install -e '.[torch]')")
+        use_torch = False
+    if use_torch:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    x, y = make_batch(input_size)
+    nn_step = NNStep(input_size, x, y)
+    steps = {"nn": nn_step}
+    first_losses = {}
+    if use_torch:
+        steps["torch"] = TorchStep(nn_step.model, x, y)
+    steps["floor"] = FloorStep(x, nn_step.model.layers[0].weight.data)
+    not_float32 = check_float32(nn_step)
+
+    # Round-robin, starting each round one place further on, so that no measurement always
+    # follows the same other one (BLAS and OpenMP threads keep spinning a while after a call).
+    names = list(steps)
+    times = {}
+    for r in range(warmup + repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            loss, parts = steps[name]()
+            if r == 0 and loss is not None:
+                first_losses[name] = loss
+            if r >= warmup:
+                for key, seconds in parts.items():
+                    times.setdefault(key, []).append(seconds)
+    times["nn_step"] = [f + b + u for f, b, u in
+                        zip(times["nn_forward"], times["nn_backward"], times["nn_update"])]
+
+    summary = {key: summarize(times[key]) for key in
+               ["nn_step", "nn_forward", "nn_backward", "nn_update",
+                "torch_step", "floor", "floor_xw", "floor_xtdy"] if key in times}
+    nn_ms = summary["nn_step"]["median_ms"]
+    ratios = {"nn/floor": nn_ms / summary["floor"]["median_ms"],
+              "nn/torch": nn_ms / summary["torch_step"]["median_ms"] if use_torch else None}
+    targets = {"nn/torch <= 0.5": ratios["nn/torch"] <= 0.5 if use_torch else None,
+               "nn/floor <= 1.5": ratios["nn/floor"] <= 1.5}
+    return {
+        "config": {"input_size": input_size, "hidden": list(PAPER_HIDDEN), "n_out": N_OUT,
+                   "batch": BATCH, "lr": LR, "dtype": "float32", "repeats": repeats,
+                   "warmup": warmup, "order": names},
+        "environment": environment(),
+        "times": summary,
+        "ratios": ratios,
+        "targets": targets,
+        "first_loss": first_losses,
+        "not_float32": not_float32,
+    }
+
+
+def report(result, log=print):
+    env, cfg = result["environment"], result["config"]
+    log(f"paper MLP {cfg['input_size']} -> {' -> '.join(map(str, cfg['hidden']))} -> "
+        f"{cfg['n_out']}, batch {cfg['batch']}, {cfg['dtype']}, SGD lr {cfg['lr']}; "
+        f"median of {cfg['repeats']} after {cfg['warmup']} warmup, interleaved")
+    log(f"python {env['python']}, numpy {env['numpy']}, torch {env['torch']}, "
+        f"{env['cpu_count']} CPUs, torch threads {env['torch_num_threads']}")
+    coretype = env["OPENBLAS_CORETYPE"]
+    log(f"OPENBLAS_CORETYPE: {'set to ' + coretype if coretype else 'not set'}")
+    if env["threadpools"] is None:
+        log("threadpoolctl is not installed: BLAS unknown")
+    for pool in env["threadpools"] or []:
+        log(f"  {pool['user_api']}: {pool['internal_api']} {pool['version']}, "
+            f"{pool['architecture']}, {pool['num_threads']} threads  ({pool['filepath']})")
+    bad = result["not_float32"]
+    log("nn step dtypes: float32 throughout" if not bad else
+        "nn step dtypes: NOT float32: " + "; ".join(bad))
+    losses = result["first_loss"]
+    if "torch" in losses:
+        log(f"first loss: nn {losses['nn']:.6f}, torch {losses['torch']:.6f}")
+
+    labels = [("nn_step", "nn step"), ("nn_forward", "  forward + loss"),
+              ("nn_backward", "  backward"), ("nn_update", "  SGD step + zero_grad"),
+              ("torch_step", "torch step"), ("floor", "floor"),
+              ("floor_xw", "  X @ W"), ("floor_xtdy", "  X.T @ dY")]
+    log(f"{'':24}{'median':>10}{'min':>10}{'max':>10}   (ms)")
+    for key, label in labels:
+        t = result["times"].get(key)
+        if t is None:
+            log(f"{label:24}{'skipped':>10}")
+            continue
+        log(f"{label:24}{t['median_ms']:10.1f}{t['min_ms']:10.1f}{t['max_ms']:10.1f}")
+    ratios, targets = result["ratios"], result["targets"]
+    for name, limit in (("nn/torch", "nn/torch <= 0.5"), ("nn/floor", "nn/floor <= 1.5")):
+        if ratios[name] is None:
+            log(f"{name}: skipped")
+        else:
+            log(f"{name}: {ratios[name]:.2f}  (target {limit.split()[-1]}: "
+                f"{'met' if targets[limit] else 'MISSED'})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds, each one of every step (default 7, --quick 2)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed rounds first (default 2, --quick 1)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help=f"inputs per image (default {PAPER_INPUT}, --quick {QUICK_INPUT})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a 16x smaller input and 2 repeats: seconds, for the tests")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    parser.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    result = run(input_size=args.input_size or (QUICK_INPUT if quick else PAPER_INPUT),
+                 repeats=args.repeats or (2 if quick else 7),
+                 warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
+                 use_torch=not args.no_torch)
+    report(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

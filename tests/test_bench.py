@@ -1,0 +1,41 @@
+"""benchmarks/bench_step.py runs end to end in its quick mode and writes a complete JSON report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
+
+
+def test_bench_step_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    # A subprocess, as a user runs it; -W error so a warning fails here as it would in the suite.
+    proc = subprocess.run([sys.executable, "-W", "error", str(SCRIPT), "--quick", "--json",
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "nn step" in proc.stdout and "nn/floor" in proc.stdout
+
+    result = json.loads(out.read_text())
+    assert set(result) >= {"config", "environment", "times", "ratios", "targets",
+                           "first_loss", "not_float32"}
+    assert result["config"]["batch"] == 33 and result["config"]["repeats"] == 2
+    env = result["environment"]
+    assert env["cpu_count"] >= 1 and env["numpy"]
+    assert "OPENBLAS_CORETYPE" in env
+
+    times = result["times"]
+    for key in ["nn_step", "nn_forward", "nn_backward", "nn_update",
+                "floor", "floor_xw", "floor_xtdy"]:
+        t = times[key]
+        assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"], key
+        assert len(t["samples_ms"]) == 2
+    assert result["ratios"]["nn/floor"] > 0
+    assert result["not_float32"] == [], result["not_float32"]
+
+    if env["torch"] is None:
+        assert "torch_step" not in times and result["ratios"]["nn/torch"] is None
+    else:
+        assert times["torch_step"]["median_ms"] > 0 and result["ratios"]["nn/torch"] > 0
+        # Same weights, same batch: the first losses agree.
+        assert abs(result["first_loss"]["nn"] - result["first_loss"]["torch"]) < 1e-5
