@@ -4,6 +4,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
     try:
@@ -14,6 +16,13 @@ def _pyplot():
     matplotlib.use("Agg")  # files only, no screen needed
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(plt, fig, path):
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
 
 
 def plot_curves(curves, path, title="", ylabel="", xlabel="epoch"):
@@ -29,10 +38,27 @@ def plot_curves(curves, path, title="", ylabel="", xlabel="epoch"):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    return _save(plt, fig, path)
+
+
+def plot_genre_bars(series, labels, path, title="", ylabel=""):
+    """Grouped bars: one group per label (a genre), one bar per {name: values} in each group.
+    NaN values (a genre with no positive poster) get no bar. Returns the path or None."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=90)
+    width = 0.8 / len(series)
+    x = np.arange(len(labels))
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, np.nan_to_num(values), width,
+               label=name)
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    return _save(plt, fig, path)
 
 
 def plot_poster_predictions(images, true_genres, predictions, path, columns=5):
@@ -77,7 +103,4 @@ def plot_poster_predictions(images, true_genres, predictions, path, columns=5):
     if known:
         fig.suptitle("top genres; bold green = a true genre", fontsize=9,
                      y=1 - 0.05 / fig_h, va="top")
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    return _save(plt, fig, path)

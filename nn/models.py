@@ -3,10 +3,31 @@
 import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .layers import Linear, ReLU, Sequential, Sigmoid
+from .conv import Conv2d, Dropout, GlobalAvgPool2d, MaxPool2d, Unflatten
+from .ensemble import Ensemble
+from .features import Concat, ImageFeatures
+from .kmeans import KMeansFeatures
+from .layers import Linear, Module, ReLU, Sequential, Sigmoid
+from .preprocess import Standardize
 
 PAPER_INPUT = 350 * 350 * 3
 PAPER_HIDDEN = (512, 256, 128, 64)
+
+
+def _linear_stack(sizes, rng, dtype=np.float32, dropout=0.0):
+    """Linear layers through sizes = [input, *hidden, output], each hidden one followed by ReLU
+    (and Dropout(dropout) if > 0); the last layer is linear.
+
+    The first Linear computes no gradient for its input: that is the images, or features
+    computed from them."""
+    layers = []
+    for i, (d, h) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(d, h, rng=rng, dtype=dtype, input_grad=i > 0))
+        if i < len(sizes) - 2:
+            layers.append(ReLU())
+            if dropout:
+                layers.append(Dropout(dropout, rng=rng))
+    return layers
 
 
 def paper_mlp(input_size=PAPER_INPUT, hidden=PAPER_HIDDEN, n_out=25, rng=0, dtype=np.float32,
@@ -18,21 +39,125 @@ def paper_mlp(input_size=PAPER_INPUT, hidden=PAPER_HIDDEN, n_out=25, rng=0, dtyp
     ReLU after each but the last, then Sigmoid; logits=True leaves the Sigmoid out, for
     BCEWithLogitsLoss. The first layer computes no gradient for its input, the images.
     """
-    rng = np.random.default_rng(rng)
-    sizes = [input_size, *hidden, n_out]
-    layers = []
-    for i, (d, h) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(d, h, rng=rng, dtype=dtype, input_grad=i > 0))
-        layers.append(ReLU())
-    layers.pop()  # the output layer is linear: no ReLU after it
+    layers = _linear_stack([input_size, *hidden, n_out], np.random.default_rng(rng), dtype)
     if not logits:
         layers.append(Sigmoid())
     return Sequential(*layers)
 
 
+def mlp(input_size, mean, std, hidden=(), n_out=25, dropout=0.0, rng=0):
+    """Standardize(mean, std) per channel, then an MLP with ReLU and Dropout; outputs logits.
+
+    x: flat images (N, input_size) in [0, 1] -> logits (N, n_out). hidden=() is logistic
+    regression: one Linear layer, a separate logistic model per genre.
+    """
+    return Sequential(Standardize(mean, std),
+                      *_linear_stack([input_size, *hidden, n_out], np.random.default_rng(rng),
+                                     dropout=dropout))
+
+
+def small_cnn(image_size, mean, std, widths=(16, 32, 64, 128), n_out=25, dropout=0.3, rng=0):
+    """Standardize per channel, then blocks of Conv2d 3x3 (padding 1) -> ReLU -> MaxPool2d(2)
+    (no pool after the last block), GlobalAvgPool2d, Dropout and a Linear layer to logits.
+
+    x: flat images (N, H*W*3) in [0, 1], image_size = (H, W) -> logits (N, n_out). Each pool
+    halves the image, so the last convolution sees H / 2^(len(widths) - 1) pixels a side, and
+    global average pooling makes the head independent of where on the poster a pattern is.
+    """
+    rng = np.random.default_rng(rng)
+    h, w = image_size
+    layers = [Standardize(mean, std), Unflatten((h, w, 3))]
+    channels = 3
+    for i, width in enumerate(widths):
+        if i:
+            layers.append(MaxPool2d(2))
+        layers += [Conv2d(channels, width, 3, padding=1, rng=rng, input_grad=i > 0), ReLU()]
+        channels = width
+    layers += [GlobalAvgPool2d(), Dropout(dropout, rng=rng), Linear(channels, n_out, rng=rng)]
+    return Sequential(*layers)
+
+
+def feature_extractor(image_size, features=None, kmeans=None):
+    """The fixed first layer of feature_mlp: ImageFeatures(image_size, **features) and/or
+    KMeansFeatures(image_size, **kmeans) (None leaves one out), side by side in a Concat."""
+    parts = []
+    if features is not None:
+        parts.append(ImageFeatures(image_size, **features))
+    if kmeans is not None:
+        parts.append(KMeansFeatures(image_size, **kmeans))
+    if not parts:
+        raise ValueError("feature_extractor needs features, kmeans or both")
+    return parts[0] if len(parts) == 1 else Concat(*parts)
+
+
+def feature_mlp(image_size, mean, std, features=None, kmeans=None, hidden=(), n_out=25,
+                dropout=0.0, rng=0):
+    """feature_extractor(image_size, features, kmeans), each of its F outputs standardised
+    (mean and std hold F entries), then an MLP as in mlp(); outputs logits.
+
+    x: flat images (N, H*W*3) in [0, 1] -> logits (N, n_out). A KMeansFeatures part starts
+    empty: fit it (KMeansFeatures.fit) or load a checkpoint's weights before use.
+    """
+    extract = feature_extractor(image_size, features, kmeans)
+    return Sequential(extract, Standardize(mean, std),
+                      *_linear_stack([len(mean), *hidden, n_out], np.random.default_rng(rng),
+                                     dropout=dropout))
+
+
+def trainable_parameters(model):
+    """The parameters that gradient steps may change: all but those of layers fitted in another
+    way before training (learned = False, e.g. the k-means dictionary of KMeansFeatures)."""
+    fixed = {id(p) for m in model.modules() if not getattr(m, "learned", True)
+             for p in m.parameters()}
+    return [p for p in model.parameters() if id(p) not in fixed]
+
+
+class LabelPrior(Module):
+    """The baseline that ignores the image: every poster gets the training genre frequencies.
+
+    x: (N, D) -> probabilities (N, G) = prior for every row. No parameters, nothing to learn.
+    """
+
+    def __init__(self, prior):
+        self.prior = np.asarray(prior, np.float32)
+
+    def forward(self, x):
+        return np.tile(self.prior.astype(x.dtype), (len(x), 1))
+
+    def backward(self, g):
+        raise RuntimeError("LabelPrior has nothing to learn")
+
+    def __repr__(self):
+        return f"LabelPrior({len(self.prior)} genres)"
+
+
+def ensemble(members):
+    """Ensemble of the models that members = [{"model": spec, "output": kind}, ...] describe;
+    load each member's trained weights into ensemble.members[i]. Returns probabilities."""
+    return Ensemble([build_model(m["model"]) for m in members], [m["output"] for m in members])
+
+
+def output_layer(model):
+    """The last Linear layer of a Sequential model."""
+    return next(m for m in reversed(list(model.modules())) if isinstance(m, Linear))
+
+
+def start_at_prior(model, prior):
+    """Set the output layer's bias to the log-odds of the training genre frequencies (G,), so
+    that an untrained model of logits already predicts the label prior.
+
+    Why: a bias of 0 predicts 50% for every genre, and a genre on 1% of posters needs a bias
+    of -4.6; at Adam's lr of 1e-3 a step moves it by about 1e-3, so the first epochs would go
+    to learning the prior, slowest for the rarest genres, and to nothing else.
+    """
+    p = np.clip(np.asarray(prior, np.float64), 1e-4, 1 - 1e-4)
+    output_layer(model).bias.data[:] = np.log(p / (1 - p))
+
+
 # A checkpoint names its architecture as {"name": ..., "kwargs": {...}}, JSON only, so loading
 # rebuilds the model from this table and copies the saved arrays in: no code is ever unpickled.
-MODELS = {"paper_mlp": paper_mlp}
+MODELS = {"label_prior": LabelPrior, "paper_mlp": paper_mlp, "mlp": mlp, "small_cnn": small_cnn,
+          "feature_mlp": feature_mlp, "ensemble": ensemble}
 
 
 def build_model(spec):

@@ -61,3 +61,56 @@ def test_metadata_prediction_relies_on_is_validated(checkpoint, field, value, me
     save_checkpoint(path, arrays, {**meta, field: value})
     with pytest.raises(CheckpointError, match=message):
         load_model(path)
+
+
+# --- the comparison's models (examples/compare_models.py) --------------------------------------
+
+from nn.models import LabelPrior, start_at_prior, trainable_parameters  # noqa: E402
+
+BUILDERS = [
+    {"name": "mlp", "kwargs": {"input_size": 48, "mean": [0.4] * 3, "std": [0.2] * 3,
+                               "hidden": [8], "dropout": 0.5, "n_out": 4}},
+    {"name": "mlp", "kwargs": {"input_size": 48, "mean": [0.4] * 3, "std": [0.2] * 3,
+                               "n_out": 4}},
+    {"name": "small_cnn", "kwargs": {"image_size": [8, 8], "mean": [0.4] * 3, "std": [0.2] * 3,
+                                     "widths": [4, 6], "n_out": 4}},
+    {"name": "feature_mlp", "kwargs": {"image_size": [8, 8], "mean": [0.0] * 46,
+                                       "std": [1.0] * 46, "hidden": [5], "n_out": 4,
+                                       "features": {"histogram_grids": [1], "hsv_bins": [2, 2, 2],
+                                                    "moments_grid": 1, "hog_cell": 4,
+                                                    "hog_bins": 6}}},
+    {"name": "label_prior", "kwargs": {"prior": [0.1, 0.2, 0.3, 0.4]}},
+]
+
+
+@pytest.mark.parametrize("spec", BUILDERS, ids=lambda s: s["name"])
+def test_every_builder_roundtrips_through_a_checkpoint(spec, rng, tmp_path):
+    model = build_model(spec)
+    for p in model.parameters():  # not the initial values, so loading must copy them
+        p.data[:] = rng.standard_normal(p.data.shape)
+    save_model(tmp_path / "m.npz", model, {**META, "model": spec, "genres": list("ABCD")})
+    loaded, _, _ = load_model(tmp_path / "m.npz")
+    x = rng.random((3, 8 * 8 * 3 if "image_size" in spec["kwargs"] else 48), dtype=np.float32)
+    model.eval()
+    loaded.eval()
+    np.testing.assert_array_equal(loaded(x), model(x))
+    assert loaded(x).shape == (3, 4)
+
+
+def test_the_label_prior_ignores_the_image(rng):
+    prior = LabelPrior([0.5, 0.25])
+    np.testing.assert_array_equal(prior(rng.random((3, 7), dtype=np.float32)),
+                                  [[0.5, 0.25]] * 3)
+    assert prior.num_parameters() == 0
+
+
+def test_start_at_prior_makes_an_untrained_model_predict_the_prior(rng):
+    spec = BUILDERS[0]
+    model = build_model(spec)
+    for p in model.parameters():
+        p.data[:] = 0
+    prior = np.array([0.5, 0.1, 0.01, 0.3])
+    start_at_prior(model, prior)
+    probs = 1 / (1 + np.exp(-model(rng.random((2, 48), dtype=np.float32)).astype(np.float64)))
+    np.testing.assert_allclose(probs, [prior] * 2, rtol=1e-5)
+    assert len(trainable_parameters(model)) == len(model.parameters())

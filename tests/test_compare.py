@@ -1,0 +1,86 @@
+"""examples/compare_models.py --quick, end to end on synthetic posters."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_poster_folder
+from test_examples import run
+
+from nn.data import PosterDataset, train_val_split
+from nn.metrics import evaluate
+from nn.models import load_model
+from nn.trainer import predict_proba
+
+MODELS = ["prior", "paper_mlp", "logistic", "mlp", "cnn", "colour", "features", "ensemble"]
+METRICS = ["precision_at_3", "recall_at_3", "micro_f1_at_3", "map", "macro_auc",
+           "paper_accuracy", "n_parameters", "train_time_s"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    work = tmp_path_factory.mktemp("compare")
+    data = make_poster_folder(work / "posters", n=80, seed=0)
+    out = run("compare_models.py", "--data", data, "--quick", "--epochs", 2,
+              "--out", work / "run", "--best", work / "best.npz", cwd=work)
+    return work, data, out.stdout
+
+
+def test_every_model_gets_a_row_with_every_metric(compared):
+    work, _, stdout = compared
+    results = json.loads((work / "run" / "results.json").read_text())
+    assert list(results["models"]) == MODELS
+    for name, r in results["models"].items():
+        assert set(METRICS) <= set(r), name
+        assert r["n_posters"] == 20                  # the 25% validation split of 80
+    assert results["split"] == {"val_fraction": 0.25, "seed": 0, "n_train": 60, "n_val": 20}
+    best = results["best"]
+    assert results["models"][best]["map"] == max(r["map"] for r in results["models"].values())
+    table = (work / "run" / "results.md").read_text()
+    assert f"| {best} (best) |" in table and "| prior |" in table and "| mAP |" in table
+    assert "best by validation mAP" in stdout
+
+
+def test_each_checkpoint_loads_and_predicts_what_the_table_says(compared):
+    work, _, _ = compared
+    results = json.loads((work / "run" / "results.json").read_text())
+    _, val_idx = train_val_split(80, 0.25, seed=0)
+    for name, r in results["models"].items():
+        model, meta, _ = load_model(r["checkpoint"])
+        assert meta["genres"][:2] == ["Action", "Adventure"] and len(meta["train_prior"]) == 25
+        assert meta["output"] in ("probabilities", "logits")
+        # the validation posters at this model's size, from the cache the script filled
+        data = PosterDataset(work / "posters", size=tuple(meta["image_size"]),
+                             cache_dir=work / "cache", progress=False)
+        probs = predict_proba(model, data.images, val_idx, meta["output"])
+        assert probs.shape == (20, 25) and ((0 <= probs) & (probs <= 1)).all()
+        assert evaluate(probs, data.y[val_idx])["map"] == pytest.approx(r["map"], abs=1e-6), name
+
+
+def test_the_best_checkpoint_is_copied_for_predict_poster(compared):
+    work, data, _ = compared
+    results = json.loads((work / "run" / "results.json").read_text())
+    best = (work / "run" / results["best"] / "best.npz").read_bytes()
+    assert (work / "best.npz").read_bytes() == best
+    poster = next((data / "Images").iterdir())
+    out = run("predict_poster.py", poster, "--checkpoint", work / "best.npz", cwd=work)
+    assert out.stdout.startswith(f"{poster}: ") and out.stdout.count(",") == 2
+
+
+def test_evaluate_scores_a_compared_model_on_unseen_posters(compared):
+    work, _, _ = compared
+    unseen = make_poster_folder(work / "unseen", n=30, seed=5)
+    run("evaluate.py", "--checkpoint", work / "run" / "features" / "best.npz", "--data", unseen,
+        "--json", work / "eval.json", cwd=work)
+    scores = json.loads((work / "eval.json").read_text())
+    assert scores["n_posters"]["model"] == 30
+    assert np.isfinite(scores["map"]["model"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib")
+def test_plots_are_written_to_the_run_folder(compared):
+    work, _, _ = compared
+    for name in ("curves_val_map", "curves_val_auc", "curves_train_loss", "genre_ap", "posters"):
+        assert (work / "run" / f"{name}.png").stat().st_size > 1000, name
