@@ -20,6 +20,14 @@ machine noise hits them alike:
 Each reports the median over --repeats rounds after --warmup rounds, with min and max, and
 the ratios nn/torch and nn/floor. nn's step is also split into forward (with the loss),
 backward and update (opt.step and zero_grad), to show where its time goes.
+
+Between two measurements the script pauses --settle seconds: after a call, OpenBLAS's worker
+threads keep spinning for about 0.1 s (OpenMP's for a shorter while), and a measurement that
+starts inside that window shares the cores with them. Inside a step nothing pauses, so nn's
+update, which follows its backward products, does pay for that spinning, as it does in
+training. The machine's load is measured too: on Linux, the CPU time other processes used
+during the measurements is reported, and a busy machine is flagged, since on 2 cores any
+other job distorts every number here.
 """
 
 import argparse
@@ -52,6 +60,9 @@ BATCH = 33
 N_OUT = 25
 LR = 0.05
 QUICK_INPUT = PAPER_INPUT // 16
+# Environment variables that change threading; reported, never set here.
+THREAD_ENV = ["OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+              "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"]
 
 
 def environment():
@@ -76,6 +87,7 @@ def environment():
         "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         "cpu_count": os.cpu_count(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "thread_env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": pools if threadpoolctl is not None else None,
     }
 
@@ -194,13 +206,29 @@ def check_float32(step):
     return found
 
 
+def _busy_cpu_seconds():
+    """CPU seconds all processes have used since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
 def summarize(samples):
     ms = [1e3 * s for s in samples]
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
             "samples_ms": ms}
 
 
-def run(input_size=PAPER_INPUT, repeats=7, warmup=2, use_torch=True, log=print):
+def run(input_size=PAPER_INPUT, repeats=7, warmup=2, settle=0.25, use_torch=True, log=print):
     """Measure everything; return the report as a dict (what --json writes)."""
     if use_torch and torch is None:
         log("torch is not installed: skipping the PyTorch column (pip install -e '.[torch]')")
@@ -221,15 +249,21 @@ def run(input_size=PAPER_INPUT, repeats=7, warmup=2, use_torch=True, log=print):
     # follows the same other one (BLAS and OpenMP threads keep spinning a while after a call).
     names = list(steps)
     times = {}
+    busy0, own0, wall0 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
     for r in range(warmup + repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            time.sleep(settle)
             loss, parts = steps[name]()
             if r == 0 and loss is not None:
                 first_losses[name] = loss
             if r >= warmup:
                 for key, seconds in parts.items():
                     times.setdefault(key, []).append(seconds)
+    busy1, own1, wall1 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+    load = {"wall_s": wall1 - wall0, "own_cpu_s": own1 - own0, "others_cpu_s": None}
+    if busy0 is not None and busy1 is not None:
+        load["others_cpu_s"] = max(0.0, (busy1 - busy0) - (own1 - own0))
     times["nn_step"] = [f + b + u for f, b, u in
                         zip(times["nn_forward"], times["nn_backward"], times["nn_update"])]
 
@@ -244,11 +278,12 @@ def run(input_size=PAPER_INPUT, repeats=7, warmup=2, use_torch=True, log=print):
     return {
         "config": {"input_size": input_size, "hidden": list(PAPER_HIDDEN), "n_out": N_OUT,
                    "batch": BATCH, "lr": LR, "dtype": "float32", "repeats": repeats,
-                   "warmup": warmup, "order": names},
+                   "warmup": warmup, "settle_s": settle, "order": names},
         "environment": environment(),
         "times": summary,
         "ratios": ratios,
         "targets": targets,
+        "load": load,
         "first_loss": first_losses,
         "not_float32": not_float32,
     }
@@ -263,6 +298,10 @@ def report(result, log=print):
         f"{env['cpu_count']} CPUs, torch threads {env['torch_num_threads']}")
     coretype = env["OPENBLAS_CORETYPE"]
     log(f"OPENBLAS_CORETYPE: {'set to ' + coretype if coretype else 'not set'}")
+    threading = [f"{k}={v}" for k, v in env["thread_env"].items()
+                 if v is not None and k != "OPENBLAS_CORETYPE"]
+    if threading:
+        log("threading variables set: " + ", ".join(threading))
     if env["threadpools"] is None:
         log("threadpoolctl is not installed: BLAS unknown")
     for pool in env["threadpools"] or []:
@@ -286,6 +325,12 @@ def report(result, log=print):
             log(f"{label:24}{'skipped':>10}")
             continue
         log(f"{label:24}{t['median_ms']:10.1f}{t['min_ms']:10.1f}{t['max_ms']:10.1f}")
+    load = result["load"]
+    if load["others_cpu_s"] is not None:
+        share = load["others_cpu_s"] / load["wall_s"]
+        log(f"other processes used {load['others_cpu_s']:.1f} CPU s during the "
+            f"{load['wall_s']:.1f} s of measurements ({share:.2f} cores)"
+            + ("  -- BUSY MACHINE: these numbers are distorted" if share > 0.05 else ""))
     ratios, targets = result["ratios"], result["targets"]
     for name, limit in (("nn/torch", "nn/torch <= 0.5"), ("nn/floor", "nn/floor <= 1.5")):
         if ratios[name] is None:
@@ -303,6 +348,8 @@ def main(argv=None):
                         help="untimed rounds first (default 2, --quick 1)")
     parser.add_argument("--input-size", type=int, default=None,
                         help=f"inputs per image (default {PAPER_INPUT}, --quick {QUICK_INPUT})")
+    parser.add_argument("--settle", type=float, default=0.25,
+                        help="seconds of pause before each measurement (default 0.25)")
     parser.add_argument("--quick", action="store_true",
                         help="a 16x smaller input and 2 repeats: seconds, for the tests")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
@@ -313,6 +360,7 @@ def main(argv=None):
     result = run(input_size=args.input_size or (QUICK_INPUT if quick else PAPER_INPUT),
                  repeats=args.repeats or (2 if quick else 7),
                  warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
+                 settle=args.settle,
                  use_torch=not args.no_torch)
     report(result)
     if args.json:

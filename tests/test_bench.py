@@ -17,7 +17,7 @@ def test_bench_step_quick_writes_json(tmp_path):
     assert "nn step" in proc.stdout and "nn/floor" in proc.stdout
 
     result = json.loads(out.read_text())
-    assert set(result) >= {"config", "environment", "times", "ratios", "targets",
+    assert set(result) >= {"config", "environment", "times", "ratios", "targets", "load",
                            "first_loss", "not_float32"}
     assert result["config"]["batch"] == 33 and result["config"]["repeats"] == 2
     env = result["environment"]
