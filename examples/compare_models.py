@@ -11,7 +11,8 @@ The models, all from scratch in NumPy, all on the same loader, split and metrics
   mlp        a tuned MLP on 32 x 32 pixels: standardised, dropout, Adam with weight decay,
              BCE on logits, early stopping on validation mAP
   cnn        a small CNN on 64 x 64 pixels, with random flips and shifts
-  colour     an MLP on hand-made colour and texture features (nn.features.ImageFeatures)
+  colour     an MLP on hand-made colour and texture features (nn.features.ImageFeatures) of
+             64 x 64 posters, trained on random flips
   features   the same MLP on those features and on k-means patch features learned without
              labels (nn.kmeans.KMeansFeatures)
   ensemble   the mean of the cnn's and the features model's probabilities
@@ -69,7 +70,8 @@ class Plan:
     batch_size: int = 64
     epochs: int = 30
     patience: int = 5               # epochs without a better validation mAP; None: never stop
-    max_shift: int = None           # augmentation: random flips and shifts of up to this many px
+    max_shift: int = None           # augmentation: random flips, and shifts of up to this many
+                                    # pixels (0: flips only); None: no augmentation
     from_prior: bool = True         # start the output bias at the prior (start_at_prior)
 
 
@@ -80,15 +82,15 @@ COLOUR = {"histogram_grids": [1, 2], "hsv_bins": [8, 3, 3], "moments_grid": 4, "
 KMEANS = {"patch": 8, "stride": 4, "n_centroids": 256, "grid": 2}
 FULL = [
     PAPER,
-    Plan("logistic", "mlp", 32, {"hidden": []}, lr=1e-3, weight_decay=1e-2),
+    Plan("logistic", "mlp", 32, {"hidden": []}, lr=1e-4, weight_decay=1e-1),
     Plan("mlp", "mlp", 32, {"hidden": [256], "dropout": 0.5}, lr=3e-4, weight_decay=1e-2),
     Plan("cnn", "small_cnn", 64, {"widths": [16, 32, 64, 128], "dropout": 0.3},
-         weight_decay=1e-4, batch_size=32, epochs=25, max_shift=4),
+         weight_decay=1e-4, batch_size=32, epochs=40, max_shift=4),
     Plan("colour", "feature_mlp", 64, {"features": COLOUR, "hidden": [512], "dropout": 0.6},
-         standardize="features", lr=3e-4, weight_decay=3e-3),
+         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0),
     Plan("features", "feature_mlp", 64,
          {"features": COLOUR, "kmeans": KMEANS, "hidden": [512], "dropout": 0.6},
-         standardize="features", lr=3e-4, weight_decay=3e-3),
+         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0),
 ]
 ENSEMBLE = ["cnn", "features"]   # members must take the same image size
 # --quick: the same models on small images for a few epochs; the paper's MLP at 32 x 32.
@@ -267,7 +269,8 @@ def training_table(results):
         plan = r.get("plan")
         if plan is None:
             continue
-        augment = "-" if plan["max_shift"] is None else f"flip, shift {plan['max_shift']}"
+        shift = plan["max_shift"]
+        augment = "-" if shift is None else "flips" + (f", shifts {shift}" if shift else "")
         rows[name] = {"input": f"{plan['size']} x {plan['size']}", "loss": {
             "logits": "BCE on logits", "probabilities": "BCE"}[plan["output"]],
             "optimizer": plan["optimizer"], "lr": f"{plan['lr']:g}",

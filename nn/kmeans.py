@@ -70,23 +70,8 @@ class KMeansFeatures(Module):
         c = rng.integers(0, w - p + 1, n_patches)[:, None, None] + np.arange(p)[None, :]
         v = normalise_patches(images[i, r, c].reshape(n_patches, -1) / np.float32(255))
         mean = v.mean(axis=0)
-        # ZCA whitening: rotate onto the principal axes, scale each to unit variance, rotate
-        # back. Neighbouring pixels are strongly correlated; without this, k-means spends its
-        # centroids on smooth gradients instead of edges.
-        eigenvalues, axes = np.linalg.eigh(np.cov(v - mean, rowvar=False))
-        whiten = (axes @ np.diag(1 / np.sqrt(eigenvalues + WHITEN_EPS)) @ axes.T).astype(np.float32)
-        z = (v - mean) @ whiten
-        k = len(self.centroids.data)
-        centroids = z[rng.choice(n_patches, k, replace=False)]
-        for _ in range(iterations):
-            nearest = _squared_distances(z, centroids).argmin(axis=1)
-            counts = np.bincount(nearest, minlength=k)
-            sums = np.zeros_like(centroids)
-            np.add.at(sums, nearest, z)
-            used = counts > 0
-            centroids[used] = sums[used] / counts[used, None]
-            # a centroid that won no patch starts again from a random one
-            centroids[~used] = z[rng.choice(n_patches, int((~used).sum()), replace=False)]
+        whiten = _zca(v - mean)
+        centroids = _kmeans((v - mean) @ whiten, len(self.centroids.data), iterations, rng)
         self.patch_mean.data[:] = mean
         self.whiten.data[:] = whiten
         self.centroids.data[:] = centroids
@@ -115,6 +100,31 @@ class KMeansFeatures(Module):
     def __repr__(self):
         return (f"KMeansFeatures({self.image_size}, patch={self.patch}, stride={self.stride}, "
                 f"{len(self.centroids.data)} centroids, grid={self.grid})")
+
+
+def _zca(v):
+    """The ZCA whitening matrix (D, D) of the centred rows v (M, D): rotate onto the principal axes,
+    scale each to unit variance, rotate back. Neighbouring pixels are strongly correlated;
+    without this, k-means spends its centroids on smooth gradients instead of edges."""
+    eigenvalues, axes = np.linalg.eigh(np.cov(v, rowvar=False))
+    return (axes @ np.diag(1 / np.sqrt(eigenvalues + WHITEN_EPS)) @ axes.T).astype(v.dtype)
+
+
+def _kmeans(z, k, iterations, rng):
+    """Lloyd's algorithm: k centroids (k, D) of the rows of z (M, D), started at k random rows;
+    each iteration assigns every row to its nearest centroid and moves each centroid to the
+    mean of its rows."""
+    centroids = z[rng.choice(len(z), k, replace=False)]
+    for _ in range(iterations):
+        nearest = _squared_distances(z, centroids).argmin(axis=1)
+        counts = np.bincount(nearest, minlength=k)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, nearest, z)
+        used = counts > 0
+        centroids[used] = sums[used] / counts[used, None]
+        # a centroid that won no row starts again from a random one
+        centroids[~used] = z[rng.choice(len(z), int((~used).sum()), replace=False)]
+    return centroids
 
 
 def _squared_distances(z, centroids):

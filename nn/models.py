@@ -137,21 +137,17 @@ def ensemble(members):
     return Ensemble([build_model(m["model"]) for m in members], [m["output"] for m in members])
 
 
-def output_layer(model):
-    """The last Linear layer of a Sequential model."""
-    return next(m for m in reversed(list(model.modules())) if isinstance(m, Linear))
-
-
 def start_at_prior(model, prior):
     """Set the output layer's bias to the log-odds of the training genre frequencies (G,), so
     that an untrained model of logits already predicts the label prior.
 
     Why: a bias of 0 predicts 50% for every genre, and a genre on 1% of posters needs a bias
-    of -4.6; at Adam's lr of 1e-3 a step moves it by about 1e-3, so the first epochs would go
-    to learning the prior, slowest for the rarest genres, and to nothing else.
+    of -4.6. Adam moves a parameter by at most about lr = 1e-3 a step, 64 steps an epoch: some
+    70 epochs would go to learning the prior, and until then the rare genres rank too high.
     """
     p = np.clip(np.asarray(prior, np.float64), 1e-4, 1 - 1e-4)
-    output_layer(model).bias.data[:] = np.log(p / (1 - p))
+    last = next(m for m in reversed(list(model.modules())) if isinstance(m, Linear))
+    last.bias.data[:] = np.log(p / (1 - p))
 
 
 # A checkpoint names its architecture as {"name": ..., "kwargs": {...}}, JSON only, so loading
