@@ -25,7 +25,8 @@ Between two measurements the script pauses --settle seconds: after a call, OpenB
 threads keep spinning for about 0.1 s (OpenMP's for a shorter while), and a measurement that
 starts inside that window shares the cores with them. Inside a step nothing pauses, so nn's
 update, which follows its backward products, does pay for that spinning, as it does in
-training. The machine's load is measured too: on Linux, the CPU time other processes used
+training (OPENBLAS_THREAD_TIMEOUT=4 in the environment makes those threads sleep at once; the
+script reports that variable and never sets it). The machine's load is measured too: on Linux, the CPU time other processes used
 during the measurements is reported, and a busy machine is flagged, since on 2 cores any
 other job distorts every number here.
 """
@@ -336,7 +337,7 @@ def report(result, log=print):
         if ratios[name] is None:
             log(f"{name}: skipped")
         else:
-            log(f"{name}: {ratios[name]:.2f}  (target {limit.split()[-1]}: "
+            log(f"{name}: {ratios[name]:.3f}  (target {limit.split()[-1]}: "
                 f"{'met' if targets[limit] else 'MISSED'})")
 
 

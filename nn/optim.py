@@ -5,6 +5,7 @@ whole, `p -= lr * g` first builds `lr * g`, a second 753 MB array for the paper'
 and numpy's elementwise operations use a single core, which cannot saturate memory bandwidth.
 """
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,7 +84,8 @@ class SGD(Optimizer):
         self.velocity = [np.zeros_like(p.data) for p in self.params] if momentum else None
 
     def step(self):
-        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        # Python floats keep float32 arrays float32; a numpy float64 lr would promote lr * g
+        lr, mu, wd = float(self.lr), float(self.momentum), float(self.weight_decay)
 
         def update(data, grad, velocity=None):
             g = grad + wd * data if wd else grad
@@ -129,8 +131,9 @@ class Adam(Optimizer):
     def step(self):
         self.t += 1
         b1, b2 = self.betas
-        step_size = self.lr / (1 - b1 ** self.t)
-        sqrt_bc2 = np.sqrt(1 - b2 ** self.t)
+        step_size = float(self.lr) / (1 - b1 ** self.t)
+        # math, not np: a numpy float64 scalar would turn every block's update into float64
+        sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
         eps, wd = self.eps, self.weight_decay
 
         def update(data, grad, m, v):
