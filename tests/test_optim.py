@@ -165,3 +165,32 @@ def test_optimizers_equal_torch_float64(rng, kind):
         ours.step()
         theirs.step()
     np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
+
+
+class Float32Only(np.ndarray):
+    """An array whose every ufunc result must stay float32: it catches a float64 that slips
+    into an update through a numpy scalar (NumPy 2 promotes float32 * np.float64 to float64)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = lambda a: a.view(np.ndarray) if isinstance(a, Float32Only) else a  # noqa: E731
+        if "out" in kwargs:
+            kwargs["out"] = tuple(plain(o) for o in kwargs["out"])
+        result = getattr(ufunc, method)(*map(plain, inputs), **kwargs)
+        if isinstance(result, np.ndarray) and result.dtype.kind == "f":
+            assert result.dtype == np.float32, f"{ufunc.__name__} gave {result.dtype}"
+            return result.view(Float32Only)
+        return result
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: nn.SGD(ps, lr=np.float64(0.05)),
+    lambda ps: nn.SGD(ps, lr=np.float64(0.05), momentum=np.float64(0.9),
+                      weight_decay=np.float64(1e-3)),
+    lambda ps: nn.Adam(ps, lr=np.float64(1e-3), weight_decay=1e-4)])
+def test_updates_compute_in_float32_even_with_numpy_float64_hyperparameters(rng, make):
+    p = nn.Parameter(rng.standard_normal((64, 32)).astype(np.float32).view(Float32Only))
+    p.add_grad(rng.standard_normal((64, 32)).astype(np.float32))
+    opt = make([p])
+    for _ in range(2):
+        opt.step()
+    assert p.data.dtype == np.float32
