@@ -6,20 +6,26 @@
 
 A step is what the paper's training loop does per minibatch: forward, BCE loss, backward,
 SGD (lr 0.05) step, zero_grad, for 367500 -> 512 -> 256 -> 128 -> 64 -> 25 (ReLU, then
-Sigmoid) on 33 float32 images. Three things are timed, in one process and round-robin so that
+Sigmoid) on 33 float32 images. These are timed, in one process and round-robin so that
 machine noise hits them alike:
 
-    nn      nn.models.paper_mlp with nn.BCELoss and nn.SGD, through the public API.
-    torch   the same network in PyTorch on the CPU, with nn's initial weights copied in, the
-            idiomatic loop: torch.nn.BCELoss, torch.optim.SGD, zero_grad() (set_to_none),
-            an input without requires_grad, all cores. Skipped when torch is not installed.
-    floor   what no implementation can avoid: the first layer's two big products,
-            X @ W (33 x 367500 @ 367500 x 512) and X.T @ dY written into a preallocated
-            367500 x 512 array, timed alone with numpy and summed.
+    nn        nn.models.paper_mlp with nn.BCELoss and nn.SGD(step_in_backward=True), as
+              examples/train_posters.py trains: each layer's update is applied inside backward,
+              the first layer's by one gemm that adds -lr * X.T @ dY into W (nn/blas.py).
+    nn textbook  the same with nn.SGD's default: backward fills every p.grad, then opt.step().
+    torch     the same network in PyTorch on the CPU, with nn's initial weights copied in, the
+              idiomatic loop: torch.nn.BCELoss, torch.optim.SGD, zero_grad() (set_to_none),
+              an input without requires_grad, all cores. Skipped when torch is not installed.
+    torch in backward  PyTorch's own way to step inside backward (its tutorial "How to save
+              memory by fusing the optimizer step into the backward pass"): one SGD per
+              parameter, stepped by register_post_accumulate_grad_hook.
+    floor     what no implementation can avoid: the first layer's two big products,
+              X @ W (33 x 367500 @ 367500 x 512) and X.T @ dY written into a preallocated
+              367500 x 512 array, timed alone with numpy and summed.
 
 Each reports the median over --repeats rounds after --warmup rounds, with min and max, and
-the ratios nn/torch and nn/floor. nn's step is also split into forward (with the loss),
-backward and update (opt.step and zero_grad), to show where its time goes.
+the ratios to torch and to the floor. nn's steps are also split into forward (with the loss),
+backward and update (opt.step and zero_grad), to show where the time goes.
 
 Between two measurements the script pauses --settle seconds: after a call, OpenBLAS's worker
 threads keep spinning for about 0.1 s (OpenMP's for a shorter while), and a measurement that
@@ -102,13 +108,13 @@ def make_batch(input_size, seed=0):
 
 
 class NNStep:
-    """One step through nn's public API, timed in three parts."""
+    """One step through nn's public API, timed in three parts (named prefix_forward, ...)."""
 
-    def __init__(self, input_size, x, y):
+    def __init__(self, input_size, x, y, step_in_backward, prefix):
         self.model = paper_mlp(input_size=input_size, rng=0, dtype=np.float32)
         self.loss_fn = nn.BCELoss()
-        self.opt = nn.SGD(self.model.parameters(), lr=LR)
-        self.x, self.y = x, y
+        self.opt = nn.SGD(self.model.parameters(), lr=LR, step_in_backward=step_in_backward)
+        self.x, self.y, self.prefix = x, y, prefix
 
     def __call__(self):
         t0 = time.perf_counter()
@@ -119,13 +125,14 @@ class NNStep:
         self.opt.step()
         self.opt.zero_grad()
         t3 = time.perf_counter()
-        return loss, {"nn_forward": t1 - t0, "nn_backward": t2 - t1, "nn_update": t3 - t2}
+        p = self.prefix
+        return loss, {f"{p}_forward": t1 - t0, f"{p}_backward": t2 - t1, f"{p}_update": t3 - t2}
 
 
 class TorchStep:
     """The same step in PyTorch, starting from nn's weights (nn stores W as (in, out))."""
 
-    def __init__(self, nn_model, x, y):
+    def __init__(self, nn_model, x, y, in_backward=False):
         layers = []
         for layer in nn_model.layers:
             if isinstance(layer, nn.Linear):
@@ -144,17 +151,30 @@ class TorchStep:
                 raise TypeError(f"no torch counterpart for {layer!r}")
         self.model = torch.nn.Sequential(*layers)
         self.loss_fn = torch.nn.BCELoss()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.key = "torch_in_backward_step" if in_backward else "torch_step"
+        if not in_backward:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+            return
+        self.opt = None
+        per_param = {p: torch.optim.SGD([p], lr=LR) for p in self.model.parameters()}
+
+        def step_now(p):
+            per_param[p].step()
+            per_param[p].zero_grad()
+
+        for p in self.model.parameters():
+            p.register_post_accumulate_grad_hook(step_now)
 
     def __call__(self):
         t0 = time.perf_counter()
         loss = self.loss_fn(self.model(self.x), self.y)
         loss.backward()
-        self.opt.step()
-        self.opt.zero_grad()
+        if self.opt is not None:
+            self.opt.step()
+            self.opt.zero_grad()
         value = loss.item()
-        return value, {"torch_step": time.perf_counter() - t0}
+        return value, {self.key: time.perf_counter() - t0}
 
 
 class FloorStep:
@@ -229,6 +249,16 @@ def summarize(samples):
             "samples_ms": ms}
 
 
+TIMES = {   # key: label in the printed table
+    "nn_step": "nn step", "nn_forward": "  forward + loss",
+    "nn_backward": "  backward, with SGD", "nn_update": "  step + zero_grad",
+    "nn_textbook_step": "nn textbook step", "nn_textbook_forward": "  forward + loss",
+    "nn_textbook_backward": "  backward", "nn_textbook_update": "  SGD step + zero_grad",
+    "torch_step": "torch step", "torch_in_backward_step": "torch in-backward step",
+    "floor": "floor", "floor_xw": "  X @ W", "floor_xtdy": "  X.T @ dY",
+}
+
+
 def run(input_size=PAPER_INPUT, repeats=7, warmup=2, settle=0.25, use_torch=True, log=print):
     """Measure everything; return the report as a dict (what --json writes)."""
     if use_torch and torch is None:
@@ -238,13 +268,15 @@ def run(input_size=PAPER_INPUT, repeats=7, warmup=2, settle=0.25, use_torch=True
         torch.set_num_threads(os.cpu_count() or 1)
 
     x, y = make_batch(input_size)
-    nn_step = NNStep(input_size, x, y)
-    steps = {"nn": nn_step}
+    textbook = NNStep(input_size, x, y, step_in_backward=False, prefix="nn_textbook")
+    steps = {"nn": NNStep(input_size, x, y, step_in_backward=True, prefix="nn"),
+             "nn_textbook": textbook}
     first_losses = {}
     if use_torch:
-        steps["torch"] = TorchStep(nn_step.model, x, y)
-    steps["floor"] = FloorStep(x, nn_step.model.layers[0].weight.data)
-    not_float32 = check_float32(nn_step)
+        steps["torch"] = TorchStep(textbook.model, x, y)
+        steps["torch_in_backward"] = TorchStep(textbook.model, x, y, in_backward=True)
+    steps["floor"] = FloorStep(x, textbook.model.layers[0].weight.data)
+    not_float32 = check_float32(textbook)
 
     # Round-robin, starting each round one place further on, so that no measurement always
     # follows the same other one (BLAS and OpenMP threads keep spinning a while after a call).
@@ -265,15 +297,19 @@ def run(input_size=PAPER_INPUT, repeats=7, warmup=2, settle=0.25, use_torch=True
     load = {"wall_s": wall1 - wall0, "own_cpu_s": own1 - own0, "others_cpu_s": None}
     if busy0 is not None and busy1 is not None:
         load["others_cpu_s"] = max(0.0, (busy1 - busy0) - (own1 - own0))
-    times["nn_step"] = [f + b + u for f, b, u in
-                        zip(times["nn_forward"], times["nn_backward"], times["nn_update"])]
+    for p in ("nn", "nn_textbook"):
+        times[f"{p}_step"] = [f + b + u for f, b, u in zip(
+            times[f"{p}_forward"], times[f"{p}_backward"], times[f"{p}_update"])]
 
-    summary = {key: summarize(times[key]) for key in
-               ["nn_step", "nn_forward", "nn_backward", "nn_update",
-                "torch_step", "floor", "floor_xw", "floor_xtdy"] if key in times}
-    nn_ms = summary["nn_step"]["median_ms"]
-    ratios = {"nn/floor": nn_ms / summary["floor"]["median_ms"],
-              "nn/torch": nn_ms / summary["torch_step"]["median_ms"] if use_torch else None}
+    summary = {key: summarize(times[key]) for key in TIMES if key in times}
+    ratios = {}
+    for p in ("nn", "nn_textbook"):
+        step_ms = summary[f"{p}_step"]["median_ms"]
+        ratios[f"{p}/floor"] = step_ms / summary["floor"]["median_ms"]
+        ratios[f"{p}/torch"] = step_ms / summary["torch_step"]["median_ms"] if use_torch else None
+    if use_torch:
+        ratios["nn/torch_in_backward"] = (summary["nn_step"]["median_ms"]
+                                          / summary["torch_in_backward_step"]["median_ms"])
     targets = {"nn/torch <= 0.5": ratios["nn/torch"] <= 0.5 if use_torch else None,
                "nn/floor <= 1.5": ratios["nn/floor"] <= 1.5}
     return {
@@ -315,12 +351,8 @@ def report(result, log=print):
     if "torch" in losses:
         log(f"first loss: nn {losses['nn']:.6f}, torch {losses['torch']:.6f}")
 
-    labels = [("nn_step", "nn step"), ("nn_forward", "  forward + loss"),
-              ("nn_backward", "  backward"), ("nn_update", "  SGD step + zero_grad"),
-              ("torch_step", "torch step"), ("floor", "floor"),
-              ("floor_xw", "  X @ W"), ("floor_xtdy", "  X.T @ dY")]
     log(f"{'':24}{'median':>10}{'min':>10}{'max':>10}   (ms)")
-    for key, label in labels:
+    for key, label in TIMES.items():
         t = result["times"].get(key)
         if t is None:
             log(f"{label:24}{'skipped':>10}")
@@ -333,11 +365,14 @@ def report(result, log=print):
             f"{load['wall_s']:.1f} s of measurements ({share:.2f} cores)"
             + ("  -- BUSY MACHINE: these numbers are distorted" if share > 0.05 else ""))
     ratios, targets = result["ratios"], result["targets"]
-    for name, limit in (("nn/torch", "nn/torch <= 0.5"), ("nn/floor", "nn/floor <= 1.5")):
-        if ratios[name] is None:
+    for name, value in ratios.items():
+        limit = next((t for t in targets if t.startswith(name + " ")), None)
+        if value is None:
             log(f"{name}: skipped")
+        elif limit is None:
+            log(f"{name}: {value:.3f}")
         else:
-            log(f"{name}: {ratios[name]:.3f}  (target {limit.split()[-1]}: "
+            log(f"{name}: {value:.3f}  (target {limit.split()[-1]}: "
                 f"{'met' if targets[limit] else 'MISSED'})")
 
 

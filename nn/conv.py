@@ -129,14 +129,15 @@ class Conv2d(Module):
         n, ho, wo, c_out = g.shape
         w = self.weight.data
         g = g.reshape(-1, c_out)
+        dx = None
+        if self.input_grad:   # first, while W is still the W of forward (see nn/layers.py)
+            d_cols = g @ w.reshape(-1, c_out).T
+            dx = _col2im(d_cols.reshape(n, ho, wo, *w.shape[:3]), padded_shape, self.stride)
+            ph, pw = self.padding
+            dx = dx[:, ph:padded_shape[1] - ph, pw:padded_shape[2] - pw, :]
         self.weight.add_grad((cols.T @ g).reshape(w.shape))
         self.bias.add_grad(g.sum(axis=0))
-        if not self.input_grad:
-            return None
-        d_cols = g @ w.reshape(-1, c_out).T
-        dx = _col2im(d_cols.reshape(n, ho, wo, *w.shape[:3]), padded_shape, self.stride)
-        ph, pw = self.padding
-        return dx[:, ph:padded_shape[1] - ph, pw:padded_shape[2] - pw, :]
+        return dx
 
     def __repr__(self):
         kh, kw, c_in, c_out = self.weight.data.shape

@@ -1,8 +1,9 @@
 """Layers: each forward keeps what its backward needs, and each backward sits right under it.
 
 Shapes use N for the batch, D for input features and H for output features.
-Every backward takes dL/d(output) and returns dL/d(input), after adding the gradients of the
-layer's own parameters into their `.grad`.
+Every backward takes dL/d(output) and returns dL/d(input), and adds the gradients of the
+layer's own parameters into their `.grad`. It computes dL/d(input) first: an optimizer that
+steps inside backward changes a parameter as soon as its gradient is added.
 """
 
 import numpy as np
@@ -11,7 +12,9 @@ import numpy as np
 class Parameter:
     """A learnable array `data` and `grad` = dL/d(data), same shape and dtype.
 
-    Gradients add up over backward calls until `zero_grad()`, as in PyTorch.
+    Gradients add up over backward calls until `zero_grad()`, as in PyTorch. After
+    SGD(..., step_in_backward=True), `updater` is that optimizer: each gradient is applied to
+    `data` the moment backward produces it, and none is kept.
     """
 
     def __init__(self, data):
@@ -21,9 +24,13 @@ class Parameter:
         # costs as much as a matrix product, and the next backward overwrites it anyway. It starts
         # raised, so the very first backward writes in place too.
         self._grad_is_stale = True
+        self.updater = None
 
     @property
     def grad(self):
+        if self.updater is not None:
+            raise RuntimeError(f"{self!r} keeps no gradient: {type(self.updater).__name__}"
+                               "(step_in_backward=True) applies it inside backward")
         if self._grad_is_stale:
             self._grad.fill(0)
             self._grad_is_stale = False
@@ -34,7 +41,9 @@ class Parameter:
 
     def add_grad(self, g):
         """grad += g."""
-        if self._grad_is_stale:
+        if self.updater is not None:
+            self.updater.apply(self, g)
+        elif self._grad_is_stale:
             np.copyto(self._grad, g)
             self._grad_is_stale = False
         else:
@@ -42,7 +51,9 @@ class Parameter:
 
     def add_matmul_grad(self, a, b):
         """grad += a @ b, written straight into grad after zero_grad(): no full-size temporary."""
-        if self._grad_is_stale:
+        if self.updater is not None:
+            self.updater.apply_product(self, a, b)
+        elif self._grad_is_stale:
             np.matmul(a, b, out=self._grad)
             self._grad_is_stale = False
         else:
@@ -181,9 +192,12 @@ class Linear(Module):
 
     def backward(self, g):
         x = _saved(self, self._x)
+        # dL/dx first, while W is still the W of forward: with SGD(step_in_backward=True)
+        # adding W's gradient below also updates W.
+        dx = g @ self.weight.data.T if self.input_grad else None
         self.weight.add_matmul_grad(x.T, g)
         self.bias.add_grad(g.sum(axis=0))
-        return g @ self.weight.data.T if self.input_grad else None
+        return dx
 
     def __repr__(self):
         d, h = self.weight.data.shape

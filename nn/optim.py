@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .blas import add_product
+
 _BLOCK_BYTES = 1 << 20
 _POOL = None
 
@@ -75,15 +77,43 @@ class SGD(Optimizer):
     """v = momentum * v + (g + weight_decay * p);  p -= lr * v.   Without momentum, v is that g.
 
     v starts at zero, so the first step's v is the gradient itself, as in PyTorch (no dampening).
+
+    step_in_backward=True (momentum 0 only): each gradient is applied the moment backward adds
+    it, p <- (1 - lr * weight_decay) * p - lr * g, the same update, and no gradient is kept.
+    Why: the paper's first layer then gets x.T @ g added into W by one BLAS call (nn/blas.py)
+    instead of a 753 MB gradient written by one pass over memory and read back by another, and
+    the gradients' memory is never touched. step() and zero_grad() have nothing left to do,
+    p.grad raises, and every backward changes the weights, so use it for training loops only.
     """
 
-    def __init__(self, params, lr=0.05, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr=0.05, momentum=0.0, weight_decay=0.0, step_in_backward=False):
         super().__init__(params, lr)
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.velocity = [np.zeros_like(p.data) for p in self.params] if momentum else None
+        self.step_in_backward = step_in_backward
+        if step_in_backward:
+            if momentum:
+                raise ValueError("step_in_backward=True needs momentum=0: a momentum step "
+                                 "needs the whole gradient before it can start")
+            for p in self.params:
+                p.updater = self
+
+    def apply(self, p, g):
+        """Called by p.add_grad(g) inside backward: p <- (1 - lr * wd) * p - lr * g."""
+        lr, wd = float(self.lr), float(self.weight_decay)
+        if wd:
+            p.data *= 1 - lr * wd
+        p.data -= lr * g
+
+    def apply_product(self, p, a, b):
+        """Called by p.add_matmul_grad(a, b): the same update for g = a @ b, as one gemm."""
+        lr, wd = float(self.lr), float(self.weight_decay)
+        add_product(p.data, a, b, alpha=-lr, beta=1 - lr * wd)
 
     def step(self):
+        if self.step_in_backward:
+            return   # every parameter was updated inside backward
         # Python floats keep float32 arrays float32; a numpy float64 lr would promote lr * g
         lr, mu, wd = float(self.lr), float(self.momentum), float(self.weight_decay)
 

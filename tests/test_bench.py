@@ -25,17 +25,21 @@ def test_bench_step_quick_writes_json(tmp_path):
     assert "OPENBLAS_CORETYPE" in env
 
     times = result["times"]
-    for key in ["nn_step", "nn_forward", "nn_backward", "nn_update",
+    for key in ["nn_step", "nn_forward", "nn_backward", "nn_update", "nn_textbook_step",
+                "nn_textbook_forward", "nn_textbook_backward", "nn_textbook_update",
                 "floor", "floor_xw", "floor_xtdy"]:
         t = times[key]
         assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"], key
         assert len(t["samples_ms"]) == 2
-    assert result["ratios"]["nn/floor"] > 0
+    assert result["ratios"]["nn/floor"] > 0 and result["ratios"]["nn_textbook/floor"] > 0
     assert result["not_float32"] == [], result["not_float32"]
 
     if env["torch"] is None:
         assert "torch_step" not in times and result["ratios"]["nn/torch"] is None
     else:
         assert times["torch_step"]["median_ms"] > 0 and result["ratios"]["nn/torch"] > 0
-        # Same weights, same batch: the first losses agree.
-        assert abs(result["first_loss"]["nn"] - result["first_loss"]["torch"]) < 1e-5
+        assert times["torch_in_backward_step"]["median_ms"] > 0
+        # Same weights, same batch: the first losses of all four agree.
+        losses = result["first_loss"]
+        assert set(losses) == {"nn", "nn_textbook", "torch", "torch_in_backward"}
+        assert max(losses.values()) - min(losses.values()) < 1e-5

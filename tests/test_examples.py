@@ -53,6 +53,22 @@ def test_train_prints_the_papers_lines_then_honest_metrics(trained):
     assert not set(split["train"]) & set(split["val"])
 
 
+def test_the_textbook_loop_trains_the_same_weights_as_stepping_inside_backward(trained):
+    """train_posters.py steps inside backward by default; --step-after-backward keeps every
+    gradient first. Both are plain SGD, so three epochs must end at the same weights."""
+    from nn.checkpoint import load_checkpoint
+    work, data, _ = trained
+    run("train_posters.py", "--data", data, "--size", 16, "--epochs", 3, "--hidden", 32, 16, 16,
+        16, "--lr", 0.5, "--out", work / "textbook", "--step-after-backward", cwd=work)
+    # (before test_resume_from_last_continues_the_run, below, trains run/last.npz on)
+    fused, textbook = (load_checkpoint(work / run_dir / "last.npz")[0]
+                       for run_dir in ("run", "textbook"))
+    assert fused.keys() == textbook.keys()
+    for name in fused:
+        np.testing.assert_allclose(fused[name], textbook[name], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
 def test_evaluate_scores_posters_the_model_never_saw(trained):
     work, _, _ = trained
     unseen = make_poster_folder(work / "unseen", n=40, seed=7)

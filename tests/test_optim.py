@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import nn
+from nn.models import trainable_parameters
 
 
 def param(values, grad):
@@ -194,3 +195,72 @@ def test_updates_compute_in_float32_even_with_numpy_float64_hyperparameters(rng,
     for _ in range(2):
         opt.step()
     assert p.data.dtype == np.float32
+
+
+def _train(model, x, y, opt, steps=3):
+    loss_fn = nn.BCEWithLogitsLoss()
+    for _ in range(steps):
+        loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+        opt.zero_grad()
+    return [p.data for p in model.parameters()]
+
+
+SMALL_MODELS = {
+    "paper_mlp": lambda: nn.models.paper_mlp(input_size=8 * 8 * 3, hidden=(16, 8), n_out=4),
+    "mlp": lambda: nn.models.mlp(8 * 8 * 3, [0.5] * 3, [0.2] * 3, hidden=(12,), n_out=4,
+                                 dropout=0.3),
+    "small_cnn": lambda: nn.models.small_cnn([8, 8], [0.5] * 3, [0.2] * 3, widths=(4, 6),
+                                             n_out=4),
+}
+
+
+@pytest.mark.parametrize("name", SMALL_MODELS)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_step_in_backward_trains_exactly_like_step_after_backward(rng, name, weight_decay):
+    """Same update, applied as each gradient arrives: every layer must use its weights (for
+    dL/dx) before adding their gradient, or the deeper layers would see updated weights."""
+    x = rng.random((5, 8 * 8 * 3), dtype=np.float32)
+    y = (rng.random((5, 4)) < 0.4).astype(np.float32)
+    results = []
+    for step_in_backward in (False, True):
+        model = SMALL_MODELS[name]()
+        opt = nn.SGD(trainable_parameters(model), lr=0.5, weight_decay=weight_decay,
+                     step_in_backward=step_in_backward)
+        results.append(_train(model, x, y, opt))
+    for after, fused in zip(*results):
+        assert fused.dtype == np.float32
+        np.testing.assert_allclose(fused, after, rtol=1e-4, atol=1e-6)
+    first = SMALL_MODELS[name]()
+    changed = any(not np.array_equal(p.data, q) for p, q in zip(first.parameters(), results[1]))
+    assert changed   # the comparison above compared trained weights, not two initial states
+
+
+def test_step_in_backward_keeps_no_gradient_and_refuses_momentum():
+    layer = nn.Linear(3, 2, rng=0)
+    nn.SGD(layer.parameters(), lr=0.1, step_in_backward=True)
+    with pytest.raises(RuntimeError, match="keeps no gradient.*step_in_backward"):
+        layer.weight.grad
+    with pytest.raises(ValueError, match="momentum=0"):
+        nn.SGD(nn.Linear(3, 2).parameters(), lr=0.1, momentum=0.9, step_in_backward=True)
+
+
+def test_step_in_backward_on_a_large_layer_never_touches_a_gradient(rng):
+    """The whole update happens inside backward, with no full-size temporary and without
+    writing the gradient buffer (its pages stay unallocated)."""
+    layer = nn.Linear(20_000, 256, rng=0, input_grad=False)   # a 20 MB weight
+    x = rng.random((8, 20_000), dtype=np.float32)
+    g = rng.random((8, 256), dtype=np.float32)
+    expected = layer.weight.data - np.float32(0.05) * (x.T @ g)
+    opt = nn.SGD(layer.parameters(), lr=0.05, step_in_backward=True)
+    layer(x)
+    tracemalloc.start()
+    layer.backward(g)
+    opt.step()
+    opt.zero_grad()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < layer.weight.data.nbytes / 4, f"backward + step allocated {peak} bytes"
+    np.testing.assert_allclose(layer.weight.data, expected, rtol=1e-5, atol=1e-6)
+    assert not layer.weight._grad.any()
