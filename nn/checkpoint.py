@@ -11,6 +11,7 @@ checkpoint, so the file is written beside the target and moved onto it in one st
 """
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -111,23 +112,48 @@ def load_checkpoint(path):
     arrays = {}
     try:
         with zipfile.ZipFile(path) as archive:
-            for member_name in archive.namelist():
-                name, ext = os.path.splitext(member_name)
+            file_size = os.path.getsize(path)
+            for info in archive.infolist():
+                name, ext = os.path.splitext(info.filename)
                 if ext != ".npy":
-                    raise CheckpointError(f"{path}: unexpected member {member_name!r}")
-                with archive.open(member_name) as member:
-                    try:
-                        arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-                    except ValueError as exc:
-                        # Includes numpy's refusal of object arrays, raised before any unpickling.
-                        raise CheckpointError(
-                            f"{path}: array {name!r} cannot be read: {exc}"
-                        ) from None
+                    raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
+                try:
+                    arrays[name] = _read_array(archive, info, file_size)
+                except ValueError as exc:
+                    # Includes numpy's refusal of object arrays, raised before any unpickling.
+                    raise CheckpointError(f"{path}: array {name!r} cannot be read: {exc}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {exc}") from None
 
     meta = _read_meta(path, arrays.pop(META_KEY, None))
     return arrays, meta
+
+
+def _read_array(archive, info, file_size):
+    """One .npy member as an array, once its header is shown to describe the member's bytes.
+
+    numpy allocates the whole array before reading any data, so the shape in a header is
+    checked first: its data must be exactly the rest of the member, and the member no larger
+    than the whole file (an uncompressed member, as save_checkpoint writes, never is). A few
+    hundred bytes claiming a shape of 10**12 would otherwise be a terabyte allocation.
+    Raises ValueError.
+    """
+    if info.file_size > file_size:
+        raise ValueError(f"it claims {info.file_size} bytes, more than the whole file holds "
+                         f"({file_size}); save_checkpoint stores arrays uncompressed")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f".npy format version {version} is not read here")
+        shape, _, dtype = read_header(member)
+        data_size = info.file_size - member.tell()
+        if not dtype.hasobject and math.prod(shape) * dtype.itemsize != data_size:
+            raise ValueError(f"its header claims shape {shape} {dtype}, but {data_size} bytes "
+                             "of data follow")
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def _read_meta(path, raw):
@@ -139,7 +165,7 @@ def _read_meta(path, raw):
             raise ValueError(f"expected 1-D uint8, found {raw.dtype} {raw.shape}")
         envelope = json.loads(raw.tobytes().decode("utf-8"))
         version = envelope["format_version"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:  # [[[[... nested too deep
         raise CheckpointError(f"{path}: invalid {META_KEY!r} entry: {exc}") from None
     # The version comes first: a future format may arrange the rest differently.
     if version != FORMAT_VERSION:

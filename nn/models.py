@@ -1,5 +1,7 @@
 """Model builders, so a checkpoint can name its architecture and be rebuilt from that name."""
 
+import inspect
+
 import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -158,10 +160,100 @@ MODELS = {"label_prior": LabelPrior, "paper_mlp": paper_mlp, "mlp": mlp, "small_
 
 def build_model(spec):
     """The model that spec = {"name": ..., "kwargs": {...}} describes, freshly initialised."""
+    builder, kwargs = _lookup(spec)
+    return builder(**kwargs)
+
+
+def _lookup(spec):
     name = spec.get("name") if isinstance(spec, dict) else None
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](**spec.get("kwargs", {}))
+    return MODELS[name], spec.get("kwargs", {})
+
+
+def parameter_shapes(spec):
+    """{name: (shape, dtype)} of the parameters build_model(spec) would make, as its
+    state_dict() names them, worked out from spec alone: nothing is allocated.
+
+    Why: a checkpoint's spec is JSON anyone can edit. load_model compares these with the
+    arrays the file really holds before it builds the model, so a spec asking for input_size
+    10**12 is refused instead of allocating terabytes. Every architecture in MODELS has its
+    function in _SHAPES; the builder's own signature supplies the defaults and refuses unknown
+    kwargs, as calling it would.
+    """
+    builder, kwargs = _lookup(spec)
+    return _SHAPES[builder](**_arguments(builder, **kwargs))
+
+
+def _arguments(function, *args, **kwargs):
+    """{parameter: value} of the call function(*args, **kwargs), defaults filled in."""
+    bound = inspect.signature(function).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def _affine(weight_shape, dtype=np.float32):
+    """The parameters of a Linear or Conv2d layer whose weight has weight_shape."""
+    dtype = np.dtype(dtype)
+    return {"weight": (tuple(weight_shape), dtype), "bias": ((weight_shape[-1],), dtype)}
+
+
+def _sequential(*layers):
+    """Names as Sequential(*layers) gives them; layers are {name: (shape, dtype)} dicts."""
+    return {f"{i}.{name}": value for i, layer in enumerate(layers) for name, value in layer.items()}
+
+
+def _linear_stack_shapes(sizes, dtype=np.float32, dropout=0.0):
+    """_linear_stack(sizes, dtype=dtype, dropout=dropout), a dict per layer."""
+    layers = []
+    for i, (d, h) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(_affine((d, h), dtype))
+        if i < len(sizes) - 2:
+            layers += [{}, {}] if dropout else [{}]  # ReLU, Dropout
+    return layers
+
+
+def _paper_mlp_shapes(input_size, hidden, n_out, dtype, **_):
+    return _sequential(*_linear_stack_shapes([input_size, *hidden, n_out], dtype))
+
+
+def _mlp_shapes(input_size, hidden, n_out, dropout, **_):
+    return _sequential({}, *_linear_stack_shapes([input_size, *hidden, n_out], dropout=dropout))
+
+
+def _small_cnn_shapes(widths, n_out, **_):
+    layers = [{}, {}]  # Standardize, Unflatten
+    channels = 3
+    for i, width in enumerate(widths):
+        if i:
+            layers.append({})  # MaxPool2d
+        layers += [_affine((3, 3, channels, width)), {}]  # Conv2d, ReLU
+        channels = width
+    return _sequential(*layers, {}, {}, _affine((channels, n_out)))  # pool, Dropout, Linear
+
+
+def _feature_mlp_shapes(image_size, mean, features, kmeans, hidden, n_out, dropout, **_):
+    extract = {}  # ImageFeatures has no parameters
+    if kmeans is not None:
+        k = _arguments(KMeansFeatures, image_size, **kmeans)
+        d = k["patch"] * k["patch"] * 3
+        f32 = np.dtype(np.float32)
+        extract = {"patch_mean": ((d,), f32), "whiten": ((d, d), f32),
+                   "centroids": ((k["n_centroids"], d), f32)}
+        if features is not None:  # Concat(ImageFeatures, KMeansFeatures)
+            extract = {f"1.{name}": value for name, value in extract.items()}
+    return _sequential(extract, {},  # Standardize
+                       *_linear_stack_shapes([len(mean), *hidden, n_out], dropout=dropout))
+
+
+def _ensemble_shapes(members):
+    return {f"{i}.{name}": value for i, member in enumerate(members)
+            for name, value in parameter_shapes(member["model"]).items()}
+
+
+_SHAPES = {LabelPrior: lambda prior: {}, paper_mlp: _paper_mlp_shapes, mlp: _mlp_shapes,
+           small_cnn: _small_cnn_shapes, feature_mlp: _feature_mlp_shapes,
+           ensemble: _ensemble_shapes}
 
 
 def save_model(path, model, meta, extra_arrays=None):
@@ -177,22 +269,40 @@ def save_model(path, model, meta, extra_arrays=None):
 def load_model(path):
     """(model, meta, other arrays) from a checkpoint written by save_model.
 
-    Checks what prediction relies on (output kind, genre names, image size) before building,
-    so a damaged or foreign checkpoint gets a CheckpointError naming the field.
+    Checks what prediction relies on (output kind, genre names, image size), and that the
+    saved weights have the names, shapes and dtypes the spec implies, all before building: a
+    damaged or foreign checkpoint gets a CheckpointError naming the field or parameter, and a
+    spec cannot ask for more parameters than the file holds.
     """
     arrays, meta = load_checkpoint(path)
     _check_prediction_meta(path, meta)
+    state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
+    _check_weights(path, meta.get("model"), state)
     try:
-        model = build_model(meta.get("model"))
+        model = build_model(meta["model"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
-    state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the weights do not fit {meta['model']['name']}: "
-                              f"{exc}") from None
+    model.load_state_dict(state)
     return model, meta, arrays
+
+
+def _check_weights(path, spec, state):
+    """CheckpointError unless state ({name: array}) holds exactly the parameters, shapes and
+    dtypes that spec implies: checked before build_model allocates anything."""
+    try:
+        expected = parameter_shapes(spec)
+    except (TypeError, ValueError, KeyError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    refuse = f"{path}: the weights do not fit {spec['name']}:"
+    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+    if missing or unexpected:
+        raise CheckpointError(f"{refuse} missing {sorted(missing)}, "
+                              f"unexpected {sorted(unexpected)}")
+    for name, (shape, dtype) in expected.items():
+        found = state[name]
+        if (found.shape, found.dtype) != (shape, dtype):
+            raise CheckpointError(f"{refuse} {name}: shape {found.shape} {found.dtype} in the "
+                                  f"file, but the spec needs {shape} {dtype}")
 
 
 def _check_prediction_meta(path, meta):

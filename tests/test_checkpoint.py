@@ -1,9 +1,12 @@
 """Tests for nn.checkpoint: roundtrip, atomic writes, no pickle, and a clear error per bad file."""
 
+import io
 import json
 import os
 import pickle
 import re
+import struct
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -178,6 +181,62 @@ def test_truncated_file_is_refused(tmp_path, keep):
         load_checkpoint(path)
 
 
+def _npy(shape, descr="<f4", data=bytes(16)):
+    """A .npy member whose header claims shape, followed by data (whatever its length)."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": descr, "fortran_order": False, "shape": shape})
+    return out.getvalue() + data
+
+
+def _write_npz(path, members):
+    """Write {name: .npy bytes} and a valid __meta__ member, as np.savez lays them out."""
+    meta = io.BytesIO()
+    np.lib.format.write_array(meta, _meta_array({"format_version": FORMAT_VERSION, "meta": {}}))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in {**members, "__meta__": meta.getvalue()}.items():
+            archive.writestr(f"{name}.npy", data)
+
+
+def _load_peak(path, match):
+    """Check that loading path raises a CheckpointError naming it; -> peak traced memory."""
+    tracemalloc.start()
+    try:
+        with _raises_naming(path, match):
+            load_checkpoint(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", [(10**12,), (2 * 10**9,), (5,)])
+def test_a_header_claiming_more_data_than_follows_is_refused_before_allocating(tmp_path, shape):
+    """numpy allocates the whole array before reading it: a few hundred bytes claiming 4 TB
+    must be refused first, not raise MemoryError (or quietly reserve 8 GB)."""
+    path = tmp_path / "lying.npz"
+    _write_npz(path, {"w": _npy(shape)})
+    claim = re.escape(f"its header claims shape {shape} float32, but 16 bytes of data follow")
+    assert _load_peak(path, "'w' cannot be read: " + claim) < 2**20
+
+
+def test_a_member_larger_than_the_file_is_refused_before_allocating(tmp_path):
+    """The zip directory may lie too: a member whose header and zip sizes agree on 3 GB, in a
+    file of a few hundred bytes."""
+    path = tmp_path / "lying.npz"
+    member = _npy((3 * 2**30,), "|u1")
+    claimed = len(member) - 16 + 3 * 2**30  # the header, then the data it claims
+    _write_npz(path, {"w": member})
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first entry of the directory is w.npy
+    struct.pack_into("<II", data, 18, claimed, claimed)  # local header: stored and full size
+    struct.pack_into("<II", data, central + 20, claimed, claimed)
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("w.npy").file_size == claimed
+    assert _load_peak(path, f"'w' cannot be read: it claims {claimed} bytes, more than the "
+                            f"whole file holds \\({len(data)}\\)") < 2**20
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", bytes(range(256)) * 4])
 def test_non_zip_file_is_refused(tmp_path, content):
     path = tmp_path / "junk.npz"
@@ -205,6 +264,9 @@ def test_missing_or_invalid_meta_is_refused(tmp_path):
         load_checkpoint(path)
     np.savez(path, w=np.zeros(3), __meta__=_meta_array({"format_version": 1, "meta": [1]}))
     with _raises_naming(path, "invalid '__meta__'"):
+        load_checkpoint(path)
+    np.savez(path, w=np.zeros(3), __meta__=np.frombuffer(b"[" * 10**5, dtype=np.uint8))
+    with _raises_naming(path, "invalid '__meta__'"):  # nested too deep: RecursionError
         load_checkpoint(path)
 
 

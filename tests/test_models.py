@@ -1,10 +1,12 @@
 """Model checkpoints: rebuilt from JSON, validated before use, never unpickled."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from nn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nn.models import build_model, load_model, paper_mlp, save_model
+from nn.models import MODELS, build_model, load_model, paper_mlp, parameter_shapes, save_model
 
 SPEC = {"name": "paper_mlp", "kwargs": {"input_size": 12, "hidden": [6, 5, 4, 3], "n_out": 4}}
 META = {"model": SPEC, "output": "probabilities", "genres": ["A", "B", "C", "D"],
@@ -50,6 +52,34 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(checkpoint):
         load_model(path)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"input_size": 10**12}, r"0\.weight: shape \(12, 6\) float32 in the file, but the spec "
+                             r"needs \(1000000000000, 6\) float32"),
+    ({"input_size": 10**7}, r"0\.weight: shape \(12, 6\) float32 .* \(10000000, 6\)"),
+    ({"hidden": [6, 7, 4, 3]}, r"2\.weight: shape \(6, 5\) float32 .* \(6, 7\) float32"),
+    ({"hidden": [6, 5, 4]}, r"missing \[\], unexpected \['8\.bias', '8\.weight'\]"),
+    ({"dtype": "float64"}, r"0\.weight: shape \(12, 6\) float32 .* \(12, 6\) float64"),
+    ({"hidden": 6}, "cannot rebuild the model: .*iterable"),
+    ({"width": 6}, "cannot rebuild the model: .*'width'"),
+], ids=["4 TB input", "240 MB input", "hidden size", "layer count", "dtype", "hidden not a list",
+        "unknown kwarg"])
+def test_a_spec_the_weights_do_not_fit_is_refused_before_building(checkpoint, kwargs, message):
+    """The spec is JSON anyone can edit: asking for input_size 10**12 must not allocate 4 TB
+    (or, at 10**7, a quiet 240 MB) before the weights are compared with it."""
+    path, _ = checkpoint
+    arrays, meta = load_checkpoint(path)
+    spec = {**SPEC, "kwargs": {**SPEC["kwargs"], **kwargs}}
+    save_checkpoint(path, arrays, {**meta, "model": spec})
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"m\.npz: .*" + message):
+            load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("output", "softmax", "'output' must be"),
     ("genres", "Drama", "'genres' must be"),
@@ -80,7 +110,21 @@ BUILDERS = [
                                                     "moments_grid": 1, "hog_cell": 4,
                                                     "hog_bins": 6}}},
     {"name": "label_prior", "kwargs": {"prior": [0.1, 0.2, 0.3, 0.4]}},
+    {"name": "paper_mlp", "kwargs": {"input_size": 48, "hidden": [6, 5], "n_out": 4}},
+    {"name": "feature_mlp", "kwargs": {"image_size": [8, 8], "mean": [0.0] * 12,
+                                       "std": [1.0] * 12, "n_out": 4,
+                                       "kmeans": {"patch": 4, "stride": 4, "n_centroids": 3}}},
+    {"name": "feature_mlp", "kwargs": {"image_size": [8, 8], "mean": [0.0] * 58,
+                                       "std": [1.0] * 58, "hidden": [5], "dropout": 0.5,
+                                       "n_out": 4, "kmeans": {"patch": 4, "n_centroids": 3},
+                                       "features": {"histogram_grids": [1], "hsv_bins": [2, 2, 2],
+                                                    "moments_grid": 1, "hog_cell": 4,
+                                                    "hog_bins": 6}}},
 ]
+BUILDERS.append({"name": "ensemble", "kwargs": {"members": [
+    {"model": BUILDERS[0], "output": "logits"},
+    {"model": {"name": "paper_mlp", "kwargs": {"input_size": 48, "n_out": 4}},
+     "output": "probabilities"}]}})
 
 
 @pytest.mark.parametrize("spec", BUILDERS, ids=lambda s: s["name"])
@@ -95,6 +139,19 @@ def test_every_builder_roundtrips_through_a_checkpoint(spec, rng, tmp_path):
     loaded.eval()
     np.testing.assert_array_equal(loaded(x), model(x))
     assert loaded(x).shape == (3, 4)
+
+
+@pytest.mark.parametrize("spec", BUILDERS + [
+    {"name": "paper_mlp", "kwargs": {"input_size": 5, "hidden": [3], "dtype": "float64"}},
+    {"name": "small_cnn", "kwargs": {"image_size": [8, 8], "mean": [0.4] * 3, "std": [0.2] * 3}},
+], ids=lambda s: s["name"])
+def test_parameter_shapes_are_those_of_the_built_model(spec):
+    assert parameter_shapes(spec) == {name: (p.shape, p.dtype)
+                                      for name, p in build_model(spec).state_dict().items()}
+
+
+def test_every_registered_architecture_is_tested():
+    assert {spec["name"] for spec in BUILDERS} == set(MODELS)
 
 
 def test_the_label_prior_ignores_the_image(rng):
