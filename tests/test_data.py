@@ -6,6 +6,8 @@ posters from ../shared/posters when that folder exists.
 
 import importlib.util
 import io
+import json
+import os
 import threading
 import warnings
 import zipfile
@@ -251,16 +253,22 @@ def test_poster_dataset_bad_image_policy(posters, tmp_path, small_pixel_limit, n
         PosterDataset(posters, size=8, cache_dir=tmp_path / "cache", progress=False)
 
 
+def _cache_files(cache: Path) -> list[Path]:
+    """The cache's .npy and .json files, without the file-digest memo beside them."""
+    return sorted(f for f in cache.iterdir() if not f.name.endswith(".digests.json"))
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("decoded although the cache was valid")
+
+
 def test_cache_is_reused_and_invalidated(posters, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = PosterDataset(posters, size=8, cache_dir=cache, progress=False)
-    first_files = sorted(cache.iterdir())
+    first_files = _cache_files(cache)
     assert [f.suffix for f in first_files] == [".json", ".npy"]
 
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded although the cache was valid")
-
-    monkeypatch.setattr(data, "load_image", no_decoding)
+    monkeypatch.setattr(data, "load_image", _no_decoding)
     again = PosterDataset(posters, size=8, cache_dir=cache, progress=False)
     np.testing.assert_array_equal(again.images, first.images)
     np.testing.assert_array_equal(again.y, first.y)
@@ -270,7 +278,7 @@ def test_cache_is_reused_and_invalidated(posters, tmp_path, monkeypatch):
     Image.new("RGB", (50, 50), (1, 2, 3)).save(_image_path(posters, "png_rgb"), "PNG")
     changed = PosterDataset(posters, size=8, cache_dir=cache, progress=False)
     assert changed.images[list(MODES).index("png_rgb"), 0, 0].tolist() == [1, 2, 3]
-    assert not set(first_files) & set(cache.iterdir())
+    assert not set(first_files) & set(_cache_files(cache))
 
     # So is a changed CSV (here: one poster's labels).
     csv = posters / "train.csv"
@@ -278,7 +286,194 @@ def test_cache_is_reused_and_invalidated(posters, tmp_path, monkeypatch):
                                            "tt0000000,\"['Drama']\",0"))
     relabelled = PosterDataset(posters, size=8, cache_dir=cache, progress=False)
     assert relabelled.y[0, 0] == 0 and changed.y[0, 0] == 1
-    assert len(list(cache.iterdir())) == 2
+    assert len(_cache_files(cache)) == 2
+
+
+# Reopening reads no poster whose stat fingerprint is unchanged (nn.data._file_digests).
+
+@pytest.fixture
+def image_reads(monkeypatch) -> list[str]:
+    """The names of the posters whose bytes are read with Path.read_bytes, which is how the
+    cache key's digests read them (decoding opens the files through Pillow instead)."""
+    reads = []
+    read_bytes = Path.read_bytes
+
+    def spy(self):
+        if self.parent.name == "Images":
+            reads.append(self.name)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", spy)
+    return reads
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Trust the fingerprints of the posters just written, as if they were seconds old (by
+    default a file changed within 2 s of its hashing is hashed again on every open)."""
+    monkeypatch.setattr(data, "_RACY_NS", 0)
+
+
+def _open(posters: Path, cache: Path) -> PosterDataset:
+    return PosterDataset(posters, size=8, cache_dir=cache, progress=False)
+
+
+def _memo(cache: Path) -> Path:
+    (memo,) = cache.glob("*.digests.json")
+    return memo
+
+
+ALL_POSTERS = sorted(f"tt{k:07d}.jpg" for k in range(len(MODES)))
+ROW = list(MODES).index("png_rgb")
+
+
+def test_reopening_reads_no_unchanged_poster(posters, tmp_path, monkeypatch, image_reads,
+                                             settled):
+    cache = tmp_path / "cache"
+    first = _open(posters, cache)
+    assert sorted(image_reads) == ALL_POSTERS   # each hashed once for the cache key
+    (npy,) = cache.glob("*.npy")
+    assert _memo(cache).name == npy.name.rsplit("-", 1)[0] + ".digests.json"   # its family
+
+    image_reads.clear()
+    monkeypatch.setattr(data, "load_image", _no_decoding)
+    again = _open(posters, cache)
+    assert image_reads == []
+    np.testing.assert_array_equal(again.images, first.images)
+    assert list(cache.glob("*.npy")) == [npy]
+
+    # A touched poster (same bytes, new mtime) is read again, and the cache still fits it.
+    victim = _image_path(posters, "png_rgb")
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    touched = _open(posters, cache)
+    assert image_reads == [victim.name] and list(cache.glob("*.npy")) == [npy]
+    np.testing.assert_array_equal(touched.images, first.images)
+
+
+def _bmp(colour) -> bytes:
+    """A 50 x 50 poster whose file size does not depend on its colour (BMP is uncompressed)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (50, 50), colour).save(buf, "BMP")
+    return buf.getvalue()
+
+
+def _rewrite_keeping_mtime(path: Path, st) -> None:
+    path.write_bytes(_bmp((1, 2, 3)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))   # only the ctime tells
+
+
+CHANGES = {
+    "new pixels": lambda path, st: Image.new("RGB", (60, 40), (1, 2, 3)).save(path, "PNG"),
+    "same size, new mtime": lambda path, st: path.write_bytes(_bmp((1, 2, 3))),
+    "same size and mtime": _rewrite_keeping_mtime,
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_changed_poster_is_hashed_again(posters, tmp_path, image_reads, settled, change):
+    victim = _image_path(posters, "png_rgb")
+    victim.write_bytes(_bmp(MODES["png_rgb"][1]))
+    cache = tmp_path / "cache"
+    first = _open(posters, cache)
+    (old_npy,) = cache.glob("*.npy")
+    st = victim.stat()
+
+    CHANGES[change](victim, st)
+    now = victim.stat()
+    assert now.st_ctime_ns != st.st_ctime_ns and now.st_ino == st.st_ino
+    if change != "new pixels":
+        assert now.st_size == st.st_size
+    image_reads.clear()
+    changed = _open(posters, cache)
+    assert image_reads == [victim.name]
+    assert changed.images[ROW, 0, 0].tolist() == [1, 2, 3]
+    others = np.arange(len(MODES)) != ROW
+    np.testing.assert_array_equal(changed.images[others], first.images[others])
+    assert [f.name for f in cache.glob("*.npy")] != [old_npy.name]   # a new key...
+    assert len(list(cache.glob("*.npy"))) == 1                      # ...replacing the old file
+
+
+DAMAGED_MEMOS = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "empty": lambda good: b"",
+    "not utf-8": lambda good: b"\xff\xfe\x00garbage",
+    "a json list": lambda good: b"[]",
+    "deeply nested": lambda good: b"[" * 100_000,
+    "another format": lambda good: good.replace(data._DIGESTS_FORMAT.encode(), b"digests v0"),
+    "malformed entries": lambda good: json.dumps(
+        {"format": data._DIGESTS_FORMAT,
+         "files": {name: [*entry[:4], None] if i % 2 else entry[:3]
+                   for i, (name, entry) in enumerate(json.loads(good)["files"].items())}}
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_MEMOS))
+def test_damaged_memo_is_ignored_and_rewritten(posters, tmp_path, monkeypatch, image_reads,
+                                               settled, damage):
+    cache = tmp_path / "cache"
+    first = _open(posters, cache)
+    memo = _memo(cache)
+    good = memo.read_bytes()
+    memo.write_bytes(DAMAGED_MEMOS[damage](good))
+
+    image_reads.clear()
+    monkeypatch.setattr(data, "load_image", _no_decoding)   # the cache itself is still valid
+    again = _open(posters, cache)
+    assert sorted(image_reads) == ALL_POSTERS
+    np.testing.assert_array_equal(again.images, first.images)
+    assert json.loads(memo.read_bytes()) == json.loads(good)
+    image_reads.clear()
+    _open(posters, cache)
+    assert image_reads == []
+
+
+def test_unwritable_memo_only_costs_hashing(posters, tmp_path, image_reads, settled):
+    cache = tmp_path / "cache"
+    first = _open(posters, cache)
+    memo = _memo(cache)
+    memo.unlink()
+    memo.mkdir()   # neither readable nor replaceable as a file
+    for _ in range(2):
+        image_reads.clear()
+        again = _open(posters, cache)
+        assert sorted(image_reads) == ALL_POSTERS
+        np.testing.assert_array_equal(again.images, first.images)
+    assert memo.is_dir() and [f.name for f in cache.iterdir() if f.suffix == ".tmp"] == []
+
+
+def test_racily_clean_poster_is_hashed_until_its_change_is_old(posters, tmp_path, monkeypatch,
+                                                                image_reads):
+    assert data._RACY_NS >= 1_000_000_000   # beyond the coarsest common timestamp tick
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(data, "_RACY_NS", 0)   # the posters count as old: all remembered
+    _open(posters, cache)
+    # The window stretched to an hour, so that even a stalled test stays inside it.
+    monkeypatch.setattr(data, "_RACY_NS", 3600 * 10**9)
+
+    # Changed just now: a same-tick rewrite could keep this fingerprint, so it is not trusted.
+    victim = _image_path(posters, "png_rgb")
+    Image.new("RGB", (50, 50), (1, 2, 3)).save(victim, "PNG")
+    for _ in range(2):
+        image_reads.clear()
+        ds = _open(posters, cache)
+        assert image_reads == [victim.name]
+        assert ds.images[ROW, 0, 0].tolist() == [1, 2, 3]
+    # Nor is a copy that was given an old mtime: its ctime is still now.
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns - 60 * 10**9))
+    image_reads.clear()
+    _open(posters, cache)
+    assert image_reads == [victim.name]
+
+    monkeypatch.setattr(data, "_RACY_NS", 0)   # as if the change were now seconds old
+    image_reads.clear()
+    _open(posters, cache)
+    assert image_reads == [victim.name]
+    image_reads.clear()
+    _open(posters, cache)
+    assert image_reads == []
 
 
 def test_limit_and_default_cache_dir(posters, tmp_path, monkeypatch):
