@@ -1,6 +1,6 @@
 """How fast do posters get into arrays? Reference: one worker decoding with Pillow.
 
-    python benchmarks/bench_load.py [--data DIR] [-n 500] [--size 350] [--json OUT]
+    python benchmarks/bench_load.py [--data DIR] [-n N] [--size 350] [--json OUT]
 
 Measures, in one process, on the first n posters of the dataset:
   1. cold decode + resize with one worker, then with every core (posters/s and the speed-up);
@@ -43,7 +43,8 @@ def timed(fn, repeat=1):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="dataset folder (default: $POSTERS_DIR, then data/posters)")
-    parser.add_argument("-n", type=int, default=500, help="posters to decode (default: 500)")
+    parser.add_argument("-n", type=int, default=None,
+                        help="use the first N posters (default: all, the set training caches)")
     parser.add_argument("--size", type=int, default=350,
                         help="square side in pixels (default: 350)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")

@@ -1,6 +1,7 @@
 """benchmarks/bench_step.py runs end to end in its quick mode and writes a complete JSON report."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,19 @@ def test_bench_step_quick_writes_json(tmp_path):
         losses = result["first_loss"]
         assert set(losses) == {"nn", "nn_textbook", "torch", "torch_in_backward"}
         assert max(losses.values()) - min(losses.values()) < 1e-5
+
+
+def test_bench_load_runs_on_a_small_folder(tmp_path):
+    from conftest import make_poster_folder
+    data = make_poster_folder(tmp_path / "posters", n=12, seed=0)
+    out = tmp_path / "load.json"
+    script = SCRIPT.with_name("bench_load.py")
+    proc = subprocess.run([sys.executable, "-W", "error", str(script), "--data", str(data),
+                           "--size", "32", "--json", str(out)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "NN_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["posters"] == 12   # the default: every poster of the folder
+    for key in ["decode_1_worker_per_s", "decode_all_cores_per_s", "cached_reload_per_s",
+                "cached_reload_hashing_per_s", "to_float_buffer_batches_per_s"]:
+        assert result[key] > 0, key
