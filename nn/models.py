@@ -269,15 +269,17 @@ def save_model(path, model, meta, extra_arrays=None):
 def load_model(path):
     """(model, meta, other arrays) from a checkpoint written by save_model.
 
-    Checks what prediction relies on (output kind, genre names, image size), and that the
-    saved weights have the names, shapes and dtypes the spec implies, all before building: a
-    damaged or foreign checkpoint gets a CheckpointError naming the field or parameter, and a
-    spec cannot ask for more parameters than the file holds.
+    Checks what prediction relies on (output kind, genre names, an image size the model
+    takes), and that the saved weights have the names, shapes and dtypes the spec implies, all
+    before building: a damaged or foreign checkpoint gets a CheckpointError naming the field or
+    parameter, and a spec cannot ask for more parameters than the file holds, nor image_size
+    for larger images than the model takes or MAX_IMAGE_SIDE allows.
     """
     arrays, meta = load_checkpoint(path)
     _check_prediction_meta(path, meta)
     state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
     _check_weights(path, meta.get("model"), state)
+    _check_image_size(path, meta)
     try:
         model = build_model(meta["model"])
     except (TypeError, ValueError) as exc:
@@ -305,6 +307,36 @@ def _check_weights(path, spec, state):
                                   f"file, but the spec needs {shape} {dtype}")
 
 
+def _size_kwargs(spec):
+    """[(name, key, value)]: the kwargs of spec that fix the size of the images it takes:
+    input_size (width * height * 3) of paper_mlp and mlp, image_size ([height, width]) of
+    small_cnn and feature_mlp, those of every member of an ensemble; the label prior has none."""
+    builder, kwargs = _lookup(spec)
+    arguments = _arguments(builder, **kwargs)
+    if builder is ensemble:
+        return [kwarg for m in arguments["members"] for kwarg in _size_kwargs(m["model"])]
+    return [(spec["name"], key, arguments[key]) for key in ("input_size", "image_size")
+            if key in arguments]
+
+
+def _check_image_size(path, meta):
+    """CheckpointError unless the model takes images of meta's image_size = [width, height],
+    the size prediction resizes every poster to. Run after _check_weights, which has refused
+    any spec _size_kwargs could not read."""
+    width, height = meta["image_size"]
+    needs = {"input_size": width * height * 3, "image_size": [height, width]}
+    for name, key, value in _size_kwargs(meta["model"]):
+        if value != needs[key]:
+            raise CheckpointError(f"{path}: 'image_size' {meta['image_size']} (width, height) "
+                                  f"needs {name} {key} {needs[key]}, but the spec has {value!r}")
+
+
+# Pixels per side of image_size, far above a poster's own (about 300 x 450). Prediction resizes
+# every poster to image_size, and where the weights do not depend on it (small_cnn, label_prior,
+# a k-means feature_mlp) the file bounds it no other way: 4096 x 4096 is 48 MiB a poster.
+MAX_IMAGE_SIDE = 4096
+
+
 def _check_prediction_meta(path, meta):
     problems = []
     if meta.get("output") not in ("probabilities", "logits"):
@@ -315,7 +347,8 @@ def _check_prediction_meta(path, meta):
         problems.append(f"'genres' must be a list of names, found {genres!r}")
     size = meta.get("image_size")
     if not (isinstance(size, list) and len(size) == 2
-            and all(isinstance(v, int) and v > 0 for v in size)):
-        problems.append(f"'image_size' must be [width, height], found {size!r}")
+            and all(isinstance(v, int) and 0 < v <= MAX_IMAGE_SIDE for v in size)):
+        problems.append(f"'image_size' must be [width, height], 1 to {MAX_IMAGE_SIDE} each, "
+                        f"found {size!r}")
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))

@@ -1,5 +1,6 @@
 """Model checkpoints: rebuilt from JSON, validated before use, never unpickled."""
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -132,9 +133,11 @@ def test_every_builder_roundtrips_through_a_checkpoint(spec, rng, tmp_path):
     model = build_model(spec)
     for p in model.parameters():  # not the initial values, so loading must copy them
         p.data[:] = rng.standard_normal(p.data.shape)
-    save_model(tmp_path / "m.npz", model, {**META, "model": spec, "genres": list("ABCD")})
+    side = 8 if "image_size" in spec["kwargs"] else 4
+    save_model(tmp_path / "m.npz", model, {**META, "model": spec, "genres": list("ABCD"),
+                                           "image_size": [side, side]})
     loaded, _, _ = load_model(tmp_path / "m.npz")
-    x = rng.random((3, 8 * 8 * 3 if "image_size" in spec["kwargs"] else 48), dtype=np.float32)
+    x = rng.random((3, side * side * 3), dtype=np.float32)
     model.eval()
     loaded.eval()
     np.testing.assert_array_equal(loaded(x), model(x))
@@ -152,6 +155,53 @@ def test_parameter_shapes_are_those_of_the_built_model(spec):
 
 def test_every_registered_architecture_is_tested():
     assert {spec["name"] for spec in BUILDERS} == set(MODELS)
+
+
+# small_cnn takes image_size = [height, width]; meta's image_size is [width, height], the size
+# prediction resizes posters to (load_image's size), so this one fits meta [6, 8], not [8, 6].
+TALL_CNN = {"name": "small_cnn", "kwargs": {"image_size": [8, 6], "mean": [0.4] * 3,
+                                            "std": [0.2] * 3, "widths": [4], "n_out": 4}}
+
+
+@pytest.mark.parametrize("spec, fits, wrong, message", [
+    (SPEC, [2, 2], [1000, 1000], "needs paper_mlp input_size 3000000, but the spec has 12"),
+    (SPEC, [1, 4], [4, 4], "needs paper_mlp input_size 48, but the spec has 12"),
+    (BUILDERS[1], [4, 4], [8, 8], "needs mlp input_size 192, but the spec has 48"),
+    (TALL_CNN, [6, 8], [8, 6], r"needs small_cnn image_size \[6, 8\], but the spec has \[8, 6\]"),
+    (BUILDERS[3], [8, 8], [16, 16], r"needs feature_mlp image_size \[16, 16\], .* \[8, 8\]"),
+    ({"name": "ensemble", "kwargs": {"members": [
+        {"model": BUILDERS[1], "output": "logits"},
+        {"model": {**TALL_CNN, "kwargs": {**TALL_CNN["kwargs"], "image_size": [4, 4]}},
+         "output": "logits"}]}},
+     [4, 4], [2, 8], r"needs small_cnn image_size \[8, 2\], but the spec has \[4, 4\]"),
+], ids=["paper_mlp", "paper_mlp, not square", "mlp", "small_cnn, transposed", "feature_mlp",
+        "ensemble, second member"])
+def test_an_image_size_the_model_does_not_take_is_refused(spec, fits, wrong, message, tmp_path):
+    """Prediction resizes every poster to meta's image_size: one the model cannot take failed
+    there with a shape error far from the file, or (transposed, for small_cnn) read every
+    poster's rows scrambled without a word."""
+    path = tmp_path / "m.npz"
+    save_model(path, build_model(spec), {**META, "model": spec, "image_size": fits})
+    assert load_model(path)[1]["image_size"] == fits
+    save_model(path, build_model(spec), {**META, "model": spec, "image_size": wrong})
+    with pytest.raises(CheckpointError,
+                       match=rf"m\.npz: 'image_size' {re.escape(str(wrong))} .*{message}"):
+        load_model(path)
+
+
+def test_an_image_size_the_weights_cannot_bound_is_bounded(tmp_path):
+    """The label prior takes any image, and small_cnn's weights are the same at any size: a
+    poster resized to 10**6 x 10**6 (3 TB) must still be refused; 4096 a side is the most."""
+    path = tmp_path / "m.npz"
+    huge_cnn = {**TALL_CNN, "kwargs": {**TALL_CNN["kwargs"], "image_size": [10**6, 10**6]}}
+    for spec in (BUILDERS[4], huge_cnn):
+        save_model(path, build_model(spec), {**META, "model": spec, "image_size": [10**6, 10**6]})
+        with pytest.raises(CheckpointError, match=r"m\.npz: 'image_size' must be \[width, "
+                                                  r"height\], 1 to 4096 each, found \[1000000, "):
+            load_model(path)
+    save_model(path, build_model(BUILDERS[4]), {**META, "model": BUILDERS[4],
+                                                "image_size": [4096, 1]})
+    assert load_model(path)[1]["image_size"] == [4096, 1]
 
 
 def test_the_label_prior_ignores_the_image(rng):
