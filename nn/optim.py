@@ -70,7 +70,21 @@ class Optimizer:
         return {}
 
     def load_state_dict(self, state):
-        """Copy a state_dict() back in."""
+        """Copy a state_dict() back in; names, shapes and dtypes must match exactly.
+
+        This checks them, so a subclass calls it before copying anything: a state saved by
+        another optimizer, or with other settings, is refused, never broadcast or cast.
+        """
+        own = self.state_dict()
+        missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, "
+                           f"unexpected {sorted(unexpected)}")
+        for name, array in own.items():
+            value = np.asarray(state[name])
+            if (value.shape, value.dtype) != (array.shape, array.dtype):
+                raise ValueError(f"{name}: {value.dtype} {value.shape} does not match the "
+                                 f"optimizer's {array.dtype} {array.shape}")
 
 
 class SGD(Optimizer):
@@ -137,6 +151,7 @@ class SGD(Optimizer):
         return {f"velocity.{i}": v for i, v in enumerate(self.velocity)}
 
     def load_state_dict(self, state):
+        super().load_state_dict(state)
         if self.momentum:
             for i, v in enumerate(self.velocity):
                 np.copyto(v, state[f"velocity.{i}"])
@@ -178,12 +193,13 @@ class Adam(Optimizer):
             _each_block(update, p.data, p.grad, m, v)
 
     def state_dict(self):
-        state = {"t": np.array(self.t)}
+        state = {"t": np.array(self.t, np.int64)}  # one dtype on every platform
         for i, (m, v) in enumerate(zip(self.m, self.v)):
             state[f"m.{i}"], state[f"v.{i}"] = m, v
         return state
 
     def load_state_dict(self, state):
+        super().load_state_dict(state)
         self.t = int(state["t"])
         for i, (m, v) in enumerate(zip(self.m, self.v)):
             np.copyto(m, state[f"m.{i}"])

@@ -112,17 +112,30 @@ class Trainer:
         return self.out_dir / "best.npz"
 
     def resume(self, path):
-        """Load model, optimizer and loop state from a last.npz written by this trainer."""
+        """Load model, optimizer and loop state from a last.npz written by this trainer.
+
+        The optimizer state must be this run's optimizer's, array for array: one saved by
+        another optimizer or with other settings (e.g. momentum) is a CheckpointError, raised
+        before the model or the optimizer changes."""
         model, meta, arrays = load_model(path)
         if meta.get("model") != self.meta["model"]:
             raise CheckpointError(f"{path}: it holds {meta.get('model')}, but this run trains "
                                   f"{self.meta['model']}")
         if "loop" not in meta:
             raise CheckpointError(f"{path}: no loop state in it; resume from a last.npz")
+        try:
+            state = LoopState(**meta["loop"])
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: its loop state is damaged: {exc}") from None
+        try:  # first: it checks every array before it changes anything
+            self.optimizer.load_state_dict(
+                {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")})
+        except (KeyError, ValueError) as exc:
+            name = type(self.optimizer).__name__
+            raise CheckpointError(f"{path}: the optimizer state (optim.*) does not fit this "
+                                  f"run's {name}: {exc.args[0]}") from None
         self.model.load_state_dict(model.state_dict())
-        self.optimizer.load_state_dict(
-            {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")})
-        self.state = LoopState(**meta["loop"])
+        self.state = state
 
     def fit(self, epochs):
         """Run until `epochs` epochs are done (or early stopping). Returns the LoopState.

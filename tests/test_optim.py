@@ -1,3 +1,4 @@
+import re
 import tracemalloc
 
 import numpy as np
@@ -140,6 +141,63 @@ def test_state_dict_roundtrip_resumes_identically(rng):
         half, state = run(grads[:3])
         resumed, _ = run(grads[3:], state, half)
         assert np.array_equal(straight, resumed)
+
+
+OPTIMIZERS = {"sgd": lambda ps: nn.SGD(ps, lr=0.1),
+              "momentum": lambda ps: nn.SGD(ps, lr=0.1, momentum=0.9),
+              "adam": lambda ps: nn.Adam(ps, lr=0.01)}
+
+
+def _stepped(kind, rng):
+    """An optimizer of that kind over two float32 parameters, (3, 2) and (2,), after one step:
+    its state differs from a fresh one's, so a partial load would show."""
+    params = [nn.Parameter(rng.standard_normal(shape).astype(np.float32)) for shape in [(3, 2), 2]]
+    opt = OPTIMIZERS[kind](params)
+    for p in params:
+        p.add_grad(rng.standard_normal(p.data.shape).astype(np.float32))
+    opt.step()
+    return opt
+
+
+def _state(opt):
+    return {k: np.array(v) for k, v in opt.state_dict().items()}
+
+
+@pytest.mark.parametrize("saved, loaded, message", [
+    ("momentum", "sgd", r"missing \[\], unexpected \['velocity\.0', 'velocity\.1'\]"),
+    ("sgd", "momentum", r"missing \['velocity\.0', 'velocity\.1'\], unexpected \[\]"),
+    ("adam", "sgd", r"missing \[\], unexpected \['m\.0', 'm\.1', 't', 'v\.0', 'v\.1'\]"),
+    ("adam", "momentum", r"missing \['velocity\.0', 'velocity\.1'\], unexpected \['m\.0'"),
+    ("momentum", "adam", r"missing \['m\.0', 'm\.1', 't', 'v\.0', 'v\.1'\], unexpected \['vel"),
+], ids=["momentum into plain SGD", "plain SGD into momentum", "Adam into plain SGD",
+        "Adam into momentum", "momentum into Adam"])
+def test_load_state_dict_refuses_the_state_of_another_optimizer(rng, saved, loaded, message):
+    """Momentum's velocities or Adam's moments into plain SGD were dropped without a word; the
+    other cases were a bare KeyError('velocity.0') or KeyError('t')."""
+    opt = _stepped(loaded, rng)
+    before = _state(opt)
+    with pytest.raises(KeyError, match="state_dict mismatch: " + message):
+        opt.load_state_dict(_state(_stepped(saved, rng)))
+    assert all(np.array_equal(before[k], v) for k, v in _state(opt).items())
+
+
+@pytest.mark.parametrize("kind, name, value, message", [
+    ("momentum", "velocity.0", np.ones((1, 2), np.float32),
+     r"float32 \(1, 2\) .* float32 \(3, 2\)"),
+    ("momentum", "velocity.1", np.ones(2), r"float64 \(2,\) .* float32 \(2,\)"),
+    ("adam", "t", np.array(2.7), r"float64 \(\) .* int64 \(\)"),
+    ("adam", "v.1", np.ones((2, 1), np.float32), r"float32 \(2, 1\) .* float32 \(2,\)"),
+], ids=["broadcast", "cast", "float step count", "extra axis"])
+def test_load_state_dict_refuses_a_wrong_shape_or_dtype_and_changes_nothing(rng, kind, name,
+                                                                            value, message):
+    """Each was copied in without a word (broadcast, cast to float32, t rounded down) or, for
+    Adam, failed after t and the first moments had already been overwritten."""
+    opt = _stepped(kind, rng)
+    before = _state(opt)
+    state = {**_state(_stepped(kind, rng)), name: value}
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}: {message}"):
+        opt.load_state_dict(state)
+    assert all(np.array_equal(before[k], v) for k, v in _state(opt).items())
 
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e .[torch])")

@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 
 import nn
-from nn.checkpoint import CheckpointError
+from nn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nn.data import DataLoader, PosterDataset, train_val_split
 from nn.models import load_model, paper_mlp
 from nn.trainer import DivergedError, Trainer, predict_proba
 from conftest import make_poster_folder
 
 SIZE = 16
+OPTIMIZERS = {"momentum": lambda params, lr: nn.SGD(params, lr=lr, momentum=0.9),
+              "sgd": lambda params, lr: nn.SGD(params, lr=lr),
+              "adam": lambda params, lr: nn.Adam(params, lr=lr / 100)}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def posters(tmp_path_factory):
     return PosterDataset(root, size=SIZE, cache_dir=root / "cache", progress=False)
 
 
-def make_trainer(data, out_dir, lr=0.5, on_epoch=None, transform=None):
+def make_trainer(data, out_dir, lr=0.5, on_epoch=None, transform=None, optimizer="momentum"):
     train_idx, val_idx = train_val_split(len(data), 0.25, seed=0)
     spec = {"name": "paper_mlp", "kwargs": {"input_size": SIZE * SIZE * 3,
                                             "hidden": [32, 16, 16, 16], "n_out": 25}}
@@ -31,7 +34,7 @@ def make_trainer(data, out_dir, lr=0.5, on_epoch=None, transform=None):
     prior = data.y[train_idx].mean(axis=0)
     meta = {"model": spec, "output": "probabilities", "genres": data.genres,
             "image_size": [SIZE, SIZE], "train_prior": prior.tolist()}
-    return Trainer(model, nn.BCELoss(), nn.SGD(model.parameters(), lr=lr, momentum=0.9),
+    return Trainer(model, nn.BCELoss(), OPTIMIZERS[optimizer](model.parameters(), lr),
                    loader, data.images, data.y, val_idx, out_dir, meta, prior,
                    on_epoch=on_epoch, transform=transform, progress=False)
 
@@ -117,3 +120,50 @@ def test_resume_refuses_a_checkpoint_of_another_model(posters, tmp_path):
         **other.meta["model"]["kwargs"], "hidden": [8, 8, 8, 8]}}}
     with pytest.raises(CheckpointError, match="this run trains"):
         other.resume(tmp_path / "last.npz")
+
+
+@pytest.mark.parametrize("saved, resumed, message", [
+    ("momentum", "sgd", r"SGD: state_dict mismatch: missing \[\], unexpected \['velocity\.0'"),
+    ("sgd", "momentum", r"SGD: state_dict mismatch: missing \['velocity\.0', 'velocity\.1'"),
+    ("momentum", "adam", r"Adam: .*missing \['m\.0'.*unexpected \['velocity\.0'"),
+    ("adam", "momentum", r"SGD: .*missing \['velocity\.0'.*unexpected \['m\.0'"),
+], ids=["momentum into plain SGD", "plain SGD into momentum", "momentum into Adam",
+        "Adam into momentum"])
+def test_resume_refuses_the_state_of_another_optimizer(posters, tmp_path, saved, resumed,
+                                                       message):
+    """A momentum run resumed with plain SGD lost its velocities without a word; the other
+    ways round were a bare KeyError, after the model's weights had been overwritten."""
+    make_trainer(posters, tmp_path, optimizer=saved).fit(1)
+    other = make_trainer(posters, tmp_path / "other", optimizer=resumed)
+    before = weights(other.model)
+    with pytest.raises(CheckpointError, match=r"last\.npz: the optimizer state \(optim\.\*\) "
+                                              r"does not fit this run's " + message):
+        other.resume(tmp_path / "last.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights(other.model)))
+    assert other.state.epoch == 0
+
+
+@pytest.mark.parametrize("value, message", [
+    (lambda v: v[:1], r"float32 \(1, 32\) does not match the optimizer's float32 \(768, 32\)"),
+    (lambda v: v.astype(np.float64), r"float64 \(768, 32\) .* float32 \(768, 32\)"),
+], ids=["broadcast", "cast"])
+def test_resume_refuses_an_optimizer_array_of_the_wrong_shape_or_dtype(posters, tmp_path, value,
+                                                                       message):
+    """Both were copied in without a word: one row broadcast over all 768, or float64 cast."""
+    make_trainer(posters, tmp_path).fit(1)
+    arrays, meta = load_checkpoint(tmp_path / "last.npz")
+    arrays["optim.velocity.0"] = value(arrays["optim.velocity.0"])
+    save_checkpoint(tmp_path / "last.npz", arrays, meta)
+    with pytest.raises(CheckpointError, match=r"last\.npz: .* SGD: velocity\.0: " + message):
+        make_trainer(posters, tmp_path / "other").resume(tmp_path / "last.npz")
+
+
+def test_resume_refuses_a_damaged_loop_state_before_changing_anything(posters, tmp_path):
+    make_trainer(posters, tmp_path).fit(1)
+    arrays, meta = load_checkpoint(tmp_path / "last.npz")
+    save_checkpoint(tmp_path / "last.npz", arrays, {**meta, "loop": {**meta["loop"], "epoh": 3}})
+    other = make_trainer(posters, tmp_path / "other")
+    before = weights(other.model)
+    with pytest.raises(CheckpointError, match=r"last\.npz: its loop state is damaged: .*epoh"):
+        other.resume(tmp_path / "last.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights(other.model)))
