@@ -19,7 +19,10 @@ class Parameter:
 
     def __init__(self, data):
         self.data = data
-        self._grad = np.zeros_like(data)
+        # np.zeros, not zeros_like: zeros gets pages from the OS that read as zero and only
+        # take memory once written; zeros_like writes every byte (753 MB for the first layer,
+        # which SGD(step_in_backward=True) never writes).
+        self._grad = np.zeros(data.shape, data.dtype)
         # zero_grad() only raises this flag: filling the first layer's 753 MB gradient with zeros
         # costs as much as a matrix product, and the next backward overwrites it anyway. It starts
         # raised, so the very first backward writes in place too.
@@ -124,7 +127,7 @@ class Module:
         """Cast every parameter to dtype (float64 for gradient checks); gradients are zeroed."""
         for p in self.parameters():
             p.data = p.data.astype(dtype)
-            p._grad = np.zeros_like(p.data)
+            p._grad = np.zeros(p.data.shape, p.data.dtype)
             p._grad_is_stale = True
         return self
 
