@@ -51,6 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's nn, installed or not
 
 import nn  # noqa: E402
+from nn.blas import using_blas  # noqa: E402
 from nn.models import PAPER_HIDDEN, PAPER_INPUT, paper_mlp  # noqa: E402
 
 try:
@@ -96,6 +97,7 @@ def environment():
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "thread_env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": pools if threadpoolctl is not None else None,
+        "nn_blas_gemm": using_blas(),
     }
 
 
@@ -344,6 +346,8 @@ def report(result, log=print):
     for pool in env["threadpools"] or []:
         log(f"  {pool['user_api']}: {pool['internal_api']} {pool['version']}, "
             f"{pool['architecture']}, {pool['num_threads']} threads  ({pool['filepath']})")
+    log("nn's update inside backward: " + ("gemm in numpy's OpenBLAS" if env["nn_blas_gemm"]
+                                            else "numpy row blocks (numpy's OpenBLAS not found)"))
     bad = result["not_float32"]
     log("nn step dtypes: float32 throughout" if not bad else
         "nn step dtypes: NOT float32: " + "; ".join(bad))

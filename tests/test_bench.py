@@ -23,7 +23,7 @@ def test_bench_step_quick_writes_json(tmp_path):
     assert result["config"]["batch"] == 33 and result["config"]["repeats"] == 2
     env = result["environment"]
     assert env["cpu_count"] >= 1 and env["numpy"]
-    assert "OPENBLAS_CORETYPE" in env
+    assert "OPENBLAS_CORETYPE" in env and isinstance(env["nn_blas_gemm"], bool)
 
     times = result["times"]
     for key in ["nn_step", "nn_forward", "nn_backward", "nn_update", "nn_textbook_step",
