@@ -138,10 +138,7 @@ class Module:
     def load_state_dict(self, state):
         """Copy arrays into the parameters; names and shapes must match exactly."""
         own = dict(self.named_parameters())
-        missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-        if missing or unexpected:
-            raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, "
-                           f"unexpected {sorted(unexpected)}")
+        check_same_names(own, state)
         for name, p in own.items():
             value = np.asarray(state[name])
             if value.shape != p.data.shape:
@@ -151,6 +148,14 @@ class Module:
 
     def num_parameters(self):
         return sum(p.data.size for p in self.parameters())
+
+
+def check_same_names(own, state):
+    """KeyError unless the dicts own and state have the same keys, naming those that differ."""
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    if missing or unexpected:
+        raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, "
+                       f"unexpected {sorted(unexpected)}")
 
 
 def _saved(layer, value):

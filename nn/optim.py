@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .blas import add_product
+from .layers import check_same_names
 
 _BLOCK_BYTES = 1 << 20
 _POOL = None
@@ -76,10 +77,7 @@ class Optimizer:
         another optimizer, or with other settings, is refused, never broadcast or cast.
         """
         own = self.state_dict()
-        missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-        if missing or unexpected:
-            raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, "
-                           f"unexpected {sorted(unexpected)}")
+        check_same_names(own, state)
         for name, array in own.items():
             value = np.asarray(state[name])
             if (value.shape, value.dtype) != (array.shape, array.dtype):
