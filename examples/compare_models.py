@@ -14,10 +14,13 @@ The models, all from scratch in NumPy, all on the same loader, split and metrics
   colour     an MLP on hand-made colour and texture features (nn.features.ImageFeatures) of
              64 x 64 posters, trained on random flips
   features   the same MLP on those features and on k-means patch features learned without
-             labels (nn.kmeans.KMeansFeatures)
+             labels (nn.kmeans.KMeansFeatures); five of them from different seeds, averaged
   ensemble   the mean of the cnn's and the features model's probabilities
 Every model but the paper's starts with its output bias at the prior's log-odds
-(nn.models.start_at_prior) and keeps the epoch with the best validation mAP.
+(nn.models.start_at_prior) and keeps the epoch with the best validation mAP. The feature models
+compute their fixed feature layers once per poster (and per flipped training poster) and train
+only the layers after them on the result (Plan.precompute); their checkpoints hold the whole
+model, which takes raw posters.
 
 The split is train_posters.py's: train_val_split(n, 0.25, seed=0); hyper-parameters were chosen
 on its validation part only. Writes to --out (runs/compare): <model>/best.npz (each loads with
@@ -47,6 +50,7 @@ from nn.metrics import average_precision, evaluate, format_table
 from nn.models import (LabelPrior, build_model, feature_extractor, load_model, save_model,
                        start_at_prior, trainable_parameters)
 from nn.preprocess import standardize_stats
+from nn.fixed_features import FeatureLoader, precompute, random_flips, split_fixed, with_flips
 from nn.trainer import Trainer, predict_proba
 
 TARGETS = {"macro_auc": 0.70, "map": 0.20, "precision_at_3": 0.45}
@@ -73,6 +77,11 @@ class Plan:
     max_shift: int = None           # augmentation: random flips, and shifts of up to this many
                                     # pixels (0: flips only); None: no augmentation
     from_prior: bool = True         # start the output bias at the prior (start_at_prior)
+    precompute: bool = False        # run the model's fixed leading layers (feature extractor,
+                                    # Standardize) once per poster, and flipped once per
+                                    # training poster; train the rest on their outputs
+    heads: int = 1                  # train this many models from seeds 0, 1, ... (on the same
+                                    # precomputed features) and average their probabilities
 
 
 PAPER = Plan("paper_mlp", "paper_mlp", 350, {"hidden": [512, 256, 128, 64]}, standardize=None,
@@ -87,10 +96,11 @@ FULL = [
     Plan("cnn", "small_cnn", 64, {"widths": [16, 32, 64, 128], "dropout": 0.3},
          weight_decay=1e-4, batch_size=32, epochs=40, max_shift=4),
     Plan("colour", "feature_mlp", 64, {"features": COLOUR, "hidden": [512], "dropout": 0.6},
-         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0),
+         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0, precompute=True),
     Plan("features", "feature_mlp", 64,
          {"features": COLOUR, "kmeans": KMEANS, "hidden": [512], "dropout": 0.6},
-         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0),
+         standardize="features", lr=3e-4, weight_decay=3e-3, max_shift=0, precompute=True,
+         heads=5),
 ]
 ENSEMBLE = ["cnn", "features"]   # members must take the same image size
 # --quick: the same models on small images for a few epochs; the paper's MLP at 32 x 32.
@@ -160,14 +170,17 @@ class Posters:
 
 
 def train(plan, posters, out):
-    """Build, train and select one model; returns its result dict (with "probs" on the
-    validation posters and the path of its best checkpoint)."""
+    """Build, train and select one model, or plan.heads of them averaged; returns its result
+    dict (with "probs" on the validation posters and the path of its best checkpoint)."""
+    if plan.precompute and plan.max_shift not in (None, 0):
+        raise ValueError(f"{plan.name}: precomputed features can be flipped, not shifted")
     data = posters.at(plan.size)
     kwargs = {**plan.kwargs, "n_out": len(posters.genres)}
     if plan.builder in ("paper_mlp", "mlp"):
         kwargs["input_size"] = plan.size * plan.size * 3
     else:
         kwargs["image_size"] = [plan.size, plan.size]
+    extract = None
     if plan.standardize == "channels":
         kwargs["mean"], kwargs["std"] = standardize_stats(data.images, posters.train_idx)
     elif plan.standardize == "features":
@@ -177,12 +190,54 @@ def train(plan, posters, out):
         for layer in extract.modules():
             if isinstance(layer, KMeansFeatures):
                 layer.fit(data.images[posters.train_idx])
+        # batches of 64: for 256 posters the k-means layer's temporaries outgrow the cache and
+        # it runs twice as slowly (the statistics come out the same)
         kwargs["mean"], kwargs["std"] = standardize_stats(data.images, posters.train_idx,
-                                                          transform=extract)
-    spec = {"name": plan.builder, "kwargs": kwargs}
-    model = build_model(spec)
-    if plan.standardize == "features":
-        model[0].load_state_dict(extract.state_dict())  # the fitted k-means dictionary
+                                                          transform=extract, batch=64)
+    started = time.perf_counter()
+    features = None   # (inputs, rows): the fixed layers' outputs, computed once for every head
+    runs = []
+    for seed in range(plan.heads):
+        # head 0 is the model of heads=1; each other head has its own weights, order, dropout
+        spec = {"name": plan.builder, "kwargs": kwargs if seed == 0 else {**kwargs, "rng": seed}}
+        model = build_model(spec)
+        if extract is not None:
+            model[0].load_state_dict(extract.state_dict())  # the fitted k-means dictionary
+        if plan.precompute and features is None:
+            features = precompute_features(plan, split_fixed(model)[0], data, posters)
+        folder = out / plan.name if plan.heads == 1 else out / plan.name / f"head{seed}"
+        runs.append(fit(plan, model, spec, seed, data, posters, features, folder))
+    seconds = time.perf_counter() - started
+    first = runs[0]
+    if plan.heads == 1:
+        checkpoint, output = first.best_path, plan.output
+        best_epoch, epochs_run = first.state.best_epoch, first.state.epoch
+    else:  # the heads' best weights in one checkpoint that averages their probabilities
+        checkpoint, output = out / plan.name / "best.npz", "probabilities"
+        save_ensemble([r.best_path for r in runs], checkpoint, posters, asdict(plan))
+        best_epoch = [r.state.best_epoch for r in runs]
+        epochs_run = [r.state.epoch for r in runs]
+    best, _, _ = load_model(checkpoint)
+    return {"probs": predict_proba(best, data.images, posters.val_idx, output),
+            "checkpoint": checkpoint, "n_parameters": best.num_parameters(),
+            "train_time_s": seconds, "image_size": plan.size, "best_epoch": best_epoch,
+            "epochs_run": epochs_run, "history": first.state.history, "plan": asdict(plan)}
+
+
+def precompute_features(plan, fixed, data, posters):
+    """(inputs, rows) for training on the outputs of the fixed layers: inputs, their outputs
+    for every poster (what validation reads), and rows, what the FeatureLoader batches: the
+    same, or with augmentation [plain | flipped] for random_flips."""
+    inputs = precompute(fixed, data.images, np.arange(len(data.images)))
+    if plan.max_shift is None:
+        return inputs, inputs
+    flipped = precompute(fixed, data.images, posters.train_idx, flip=True)
+    return inputs, with_flips(inputs, flipped)
+
+
+def fit(plan, model, spec, seed, data, posters, features, folder):
+    """Train model (whose spec is spec) from seed, selecting its epochs by validation mAP;
+    on precomputed features = (inputs, rows) if given. Returns the Trainer."""
     if plan.from_prior:
         start_at_prior(model, posters.prior)
     loss_fn = nn.BCEWithLogitsLoss() if plan.output == "logits" else nn.BCELoss()
@@ -192,29 +247,30 @@ def train(plan, posters, out):
                            step_in_backward=True)
     else:
         optimizer = nn.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
-    loader = DataLoader(data.images, data.y, posters.train_idx, plan.batch_size)
+    trained, inputs = model, data.images
+    loader = DataLoader(data.images, data.y, posters.train_idx, plan.batch_size, seed=seed)
     transform = None
     if plan.max_shift is not None:
         transform = RandomFlipShift((plan.size, plan.size), plan.max_shift)
+    if features is not None:  # train the layers after the fixed ones on what those computed
+        _, trained = split_fixed(model)
+        inputs, rows = features
+        loader = FeatureLoader(rows, data.y, posters.train_idx, plan.batch_size, seed=seed)
+        transform = None if transform is None else random_flips
 
     def report(epoch, train_loss, val, prior_val):
-        print(f"{plan.name} epoch {epoch}: train loss {train_loss:.4f}, val loss "
+        head = f" head {seed}" if plan.heads > 1 else ""
+        print(f"{plan.name}{head} epoch {epoch}: train loss {train_loss:.4f}, val loss "
               f"{val['val_loss']:.4f}, P@3 {val['precision_at_3']:.4f}, mAP {val['map']:.4f}, "
               f"AUC {val['macro_auc']:.4f}", flush=True)
 
     meta = posters.meta(spec, plan.output, plan.size, asdict(plan))
-    trainer = Trainer(model, loss_fn, optimizer, loader, data.images, data.y, posters.val_idx,
-                      out / plan.name, meta, posters.prior, select="map",
-                      patience=plan.patience, transform=transform, on_epoch=report,
-                      progress=sys.stderr.isatty())
-    started = time.perf_counter()
-    state = trainer.fit(plan.epochs)
-    seconds = time.perf_counter() - started
-    best, _, _ = load_model(trainer.best_path)
-    return {"probs": predict_proba(best, data.images, posters.val_idx, plan.output),
-            "checkpoint": trainer.best_path, "n_parameters": model.num_parameters(),
-            "train_time_s": seconds, "image_size": plan.size, "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch, "history": state.history, "plan": asdict(plan)}
+    trainer = Trainer(trained, loss_fn, optimizer, loader, inputs, data.y, posters.val_idx,
+                      folder, meta, posters.prior, select="map", patience=plan.patience,
+                      transform=transform, on_epoch=report, seed=seed,
+                      progress=sys.stderr.isatty(), checkpoint_model=model)
+    trainer.fit(plan.epochs)
+    return trainer
 
 
 def prior_baseline(posters, out):
@@ -229,21 +285,30 @@ def prior_baseline(posters, out):
             "image_size": None, "best_epoch": None, "epochs_run": 0, "history": [], "plan": None}
 
 
-def combine(names, results, posters, out):
-    """An Ensemble of trained models (same image size): their best weights in one checkpoint."""
-    members = [load_model(results[n]["checkpoint"]) for n in names]
+def save_ensemble(checkpoints, path, posters, config):
+    """An Ensemble of the trained models in checkpoints (same image size), their best weights
+    in one checkpoint at path. Returns the model and its image size."""
+    members = [load_model(c) for c in checkpoints]
     sizes = {tuple(meta["image_size"]) for _, meta, _ in members}
     if len(sizes) != 1:
-        raise ValueError(f"ensemble members {names} take different image sizes {sizes}")
+        raise ValueError(f"ensemble members {[str(c) for c in checkpoints]} take different "
+                         f"image sizes {sizes}")
     spec = {"name": "ensemble", "kwargs": {"members": [
         {"model": meta["model"], "output": meta["output"]} for _, meta, _ in members]}}
     model = build_model(spec)
     for slot, (member, _, _) in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
     size = sizes.pop()[0]
-    path = out / "ensemble" / "best.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, model, posters.meta(spec, "probabilities", size, {"members": names}))
+    save_model(path, model, posters.meta(spec, "probabilities", size, config))
+    return model, size
+
+
+def combine(names, results, posters, out):
+    """An Ensemble of trained models (same image size): their best weights in one checkpoint."""
+    path = out / "ensemble" / "best.npz"
+    model, size = save_ensemble([results[n]["checkpoint"] for n in names], path, posters,
+                                {"members": names})
     probs = predict_proba(model, posters.at(size).images, posters.val_idx, "probabilities")
     return {"probs": probs, "checkpoint": path, "n_parameters": model.num_parameters(),
             "train_time_s": sum(results[n]["train_time_s"] for n in names),

@@ -9,6 +9,9 @@ Around that core loop it keeps the work safe:
 - a loss that turns NaN or infinite stops the run at once (DivergedError), leaving the last
   good checkpoints as they were.
 All files are written atomically (see nn.checkpoint).
+
+A model whose leading layers are fixed can train on their outputs, computed once
+(nn.fixed_features); then checkpoint_model names the whole model that checkpoints hold.
 """
 
 import math
@@ -22,6 +25,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .checkpoint import CheckpointError
+from .fixed_features import FeatureLoader
 from .layers import sigmoid
 from .losses import BCELoss
 from .models import load_model, save_model
@@ -45,7 +49,8 @@ class LoopState:
 
 
 def predict_proba(model, images, indices=None, output="probabilities", batch_size=64):
-    """Genre probabilities float32 (n, G) for images[indices] (uint8 (N, H, W, 3)), in eval mode.
+    """Genre probabilities float32 (n, G) for images[indices] (uint8 (N, H, W, 3), or float
+    rows (N, F) that model takes as they are, e.g. from precompute), in eval mode.
 
     output: what the model returns, "probabilities" or "logits" (then sigmoid is applied).
     """
@@ -54,7 +59,8 @@ def predict_proba(model, images, indices=None, output="probabilities", batch_siz
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     order = np.argsort(indices, kind="stable")  # the loader reads in sorted order
     no_labels = np.zeros((len(images), 0), np.float32)
-    loader = DataLoader(images, no_labels, indices[order], batch_size, shuffle=False)
+    batches = DataLoader if images.dtype == np.uint8 else FeatureLoader
+    loader = batches(images, no_labels, indices[order], batch_size, shuffle=False)
     was_training = model.training
     model.eval()
     chunks = []
@@ -88,12 +94,16 @@ class Trainer:
     transform(x, rng): optional augmentation of a float batch, in place or returned.
     on_epoch(epoch, train_loss, val, prior): called after each validation, for printing.
     progress: a tqdm bar over each epoch's batches, on stderr.
+    checkpoint_model: the model that last.npz and best.npz hold (and resume loads), when
+    `model` is its trained part (split_fixed) and loader and images give that part's inputs
+    (FeatureLoader, precompute); default `model` itself.
     """
 
     def __init__(self, model, loss_fn, optimizer, loader, images, y, val_idx, out_dir, meta,
                  prior, select="map", patience=None, transform=None, on_epoch=None, seed=0,
-                 progress=True):
+                 progress=True, checkpoint_model=None):
         self.model, self.loss_fn, self.optimizer, self.loader = model, loss_fn, optimizer, loader
+        self.checkpoint_model = model if checkpoint_model is None else checkpoint_model
         self.images, self.y, self.val_idx = images, y, val_idx
         self.out_dir = Path(out_dir)
         self.meta, self.prior = meta, prior
@@ -134,7 +144,7 @@ class Trainer:
             name = type(self.optimizer).__name__
             raise CheckpointError(f"{path}: the optimizer state (optim.*) does not fit this "
                                   f"run's {name}: {exc.args[0]}") from None
-        self.model.load_state_dict(model.state_dict())
+        self.checkpoint_model.load_state_dict(model.state_dict())
         self.state = state
 
     def fit(self, epochs):
@@ -207,10 +217,11 @@ class Trainer:
         value = val[self.select]
         if s.best_value is None or value > s.best_value:  # the first epoch always counts
             s.best_value, s.best_epoch = value, s.epoch
-            save_model(self.best_path, self.model, {**self.meta, "epoch": s.epoch, "val": val,
-                                                    "prior_val": prior})
+            save_model(self.best_path, self.checkpoint_model,
+                       {**self.meta, "epoch": s.epoch, "val": val, "prior_val": prior})
         self._save_last()
 
     def _save_last(self):
         optim = {f"optim.{k}": v for k, v in self.optimizer.state_dict().items()}
-        save_model(self.last_path, self.model, {**self.meta, "loop": asdict(self.state)}, optim)
+        save_model(self.last_path, self.checkpoint_model, {**self.meta,
+                                                           "loop": asdict(self.state)}, optim)

@@ -2,12 +2,13 @@
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from conftest import make_poster_folder
-from test_examples import run
+from test_examples import EXAMPLES, run
 
 from nn.data import PosterDataset, train_val_split
 from nn.metrics import evaluate
@@ -84,3 +85,42 @@ def test_plots_are_written_to_the_run_folder(compared):
     work, _, _ = compared
     for name in ("curves_val_map", "curves_val_auc", "curves_train_loss", "genre_ap", "posters"):
         assert (work / "run" / f"{name}.png").stat().st_size > 1000, name
+
+
+
+@pytest.fixture
+def compare_models():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import compare_models
+        yield compare_models
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def test_heads_train_on_features_computed_once_and_average_in_one_checkpoint(
+        compare_models, tmp_path, monkeypatch):
+    """Plan.heads: models from seeds 0, 1, 2 trained on the same precomputed features (the
+    extractor runs once over the posters and once over the flipped training posters), saved
+    as one Ensemble checkpoint that takes raw posters."""
+    data = make_poster_folder(tmp_path / "posters", n=40, seed=0)
+    args = compare_models.parse_args(["--data", str(data), "--cache-dir", str(tmp_path / "c")])
+    posters = compare_models.Posters(args)
+    calls = []
+    precompute = compare_models.precompute
+    monkeypatch.setattr(compare_models, "precompute",
+                        lambda *a, **k: calls.append(k) or precompute(*a, **k))
+    plan = compare_models.Plan(
+        "f", "feature_mlp", 16, {"features": {"hog_cell": 8}, "hidden": [8], "dropout": 0.5,
+                                 "kmeans": {"patch": 4, "stride": 2, "n_centroids": 8}},
+        standardize="features", epochs=2, max_shift=0, precompute=True, heads=3)
+    r = compare_models.train(plan, posters, tmp_path / "run")
+    assert calls == [{}, {"flip": True}] and len(r["best_epoch"]) == 3
+    model, meta, _ = load_model(r["checkpoint"])
+    assert meta["model"]["name"] == "ensemble" and meta["output"] == "probabilities"
+    dictionaries = [m[0].branches[1].centroids.data for m in model.members]
+    heads = [m[2].weight.data for m in model.members]
+    assert all(np.array_equal(d, dictionaries[0]) for d in dictionaries)   # one extractor
+    assert not np.array_equal(heads[0], heads[1])                          # its own head
+    images = posters.at(16).images
+    np.testing.assert_array_equal(predict_proba(model, images, posters.val_idx), r["probs"])

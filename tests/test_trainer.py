@@ -9,7 +9,10 @@ import pytest
 import nn
 from nn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nn.data import DataLoader, PosterDataset, train_val_split
-from nn.models import load_model, paper_mlp
+from nn.augment import RandomFlipShift
+from nn.models import feature_extractor, feature_mlp, load_model, paper_mlp, trainable_parameters
+from nn.preprocess import standardize_stats
+from nn.fixed_features import FeatureLoader, precompute, random_flips, split_fixed, with_flips
 from nn.trainer import DivergedError, Trainer, predict_proba
 from conftest import make_poster_folder
 
@@ -167,3 +170,74 @@ def test_resume_refuses_a_damaged_loop_state_before_changing_anything(posters, t
     with pytest.raises(CheckpointError, match=r"last\.npz: its loop state is damaged: .*epoh"):
         other.resume(tmp_path / "last.npz")
     assert all(np.array_equal(a, b) for a, b in zip(before, weights(other.model)))
+
+
+def feature_trainer(data, out_dir, precomputed):
+    """A feature_mlp (colour features and k-means at SIZE, dropout) trained on random flips:
+    on images, or (precomputed) its head on features computed once, as compare_models does."""
+    train_idx, val_idx = train_val_split(len(data), 0.25, seed=0)
+    kwargs = {"image_size": [SIZE, SIZE], "features": {"hog_cell": 8},
+              "kmeans": {"patch": 4, "stride": 2, "n_centroids": 8, "grid": 2}}
+    extract = feature_extractor(kwargs["image_size"], kwargs["features"], kwargs["kmeans"])
+    extract.branches[1].fit(data.images[train_idx], n_patches=2000)
+    mean, std = standardize_stats(data.images, train_idx, transform=extract)
+    spec = {"name": "feature_mlp", "kwargs": {**kwargs, "mean": mean, "std": std,
+                                              "hidden": [16], "dropout": 0.5, "n_out": 25}}
+    model = feature_mlp(**spec["kwargs"])
+    model[0].load_state_dict(extract.state_dict())
+    optimizer = nn.Adam(trainable_parameters(model), lr=3e-3)
+    loader = DataLoader(data.images, data.y, train_idx, batch_size=8)
+    trained, inputs, transform = model, data.images, RandomFlipShift((SIZE, SIZE), 0)
+    if precomputed:
+        fixed, trained = split_fixed(model)
+        inputs = precompute(fixed, data.images, np.arange(len(data)))
+        flipped = precompute(fixed, data.images, train_idx, flip=True)
+        loader = FeatureLoader(with_flips(inputs, flipped), data.y, train_idx, batch_size=8)
+        transform = random_flips
+    prior = data.y[train_idx].mean(axis=0)
+    meta = {"model": spec, "output": "logits", "genres": data.genres,
+            "image_size": [SIZE, SIZE], "train_prior": prior.tolist()}
+    return Trainer(trained, nn.BCEWithLogitsLoss(), optimizer, loader, inputs, data.y, val_idx,
+                   out_dir, meta, prior, transform=transform, progress=False,
+                   checkpoint_model=model)
+
+
+def test_split_fixed_cuts_off_the_feature_extractor_and_standardize(posters, tmp_path):
+    model = feature_trainer(posters, tmp_path, precomputed=False).model
+    fixed, head = split_fixed(model)
+    assert len(fixed) == 2 and list(head) == list(model)[2:]   # Linear, ReLU, Dropout, Linear
+    assert len(split_fixed(paper_mlp(12, (4,), 25))[0]) == 0   # a Linear is learned
+
+
+def test_feature_loader_batches_like_the_data_loader(posters):
+    idx = np.arange(3, 70)
+    images = DataLoader(posters.images, posters.y, idx, batch_size=8, seed=3)
+    ids = np.arange(len(posters))[:, None]  # each row's index, to see which rows come
+    rows = FeatureLoader(ids, posters.y, idx, batch_size=8, seed=3)
+    images.set_epoch(2), rows.set_epoch(2)
+    assert len(images) == len(rows)
+    for (x, y), (i, y_rows) in zip(images, rows):
+        expected = posters.images[i[:, 0]].reshape(len(x), -1) / np.float32(255)
+        np.testing.assert_array_equal(x, expected)
+        np.testing.assert_array_equal(y, y_rows)
+
+
+def test_training_on_precomputed_features_equals_training_on_images(posters, tmp_path):
+    """Same seed, same flips, same dropout: the same weights, up to float32 rounding (the
+    k-means features of a poster round a little differently in another batch), and the same
+    checkpoint, which takes raw posters."""
+    on_images = feature_trainer(posters, tmp_path / "images", precomputed=False)
+    on_features = feature_trainer(posters, tmp_path / "features", precomputed=True)
+    a, b = on_images.fit(4), on_features.fit(4)
+    assert a.best_epoch == b.best_epoch
+    for x, y in zip(weights(on_images.checkpoint_model), weights(on_features.checkpoint_model)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    for h, k in zip(a.history, b.history):
+        assert h["train_loss"] == pytest.approx(k["train_loss"], rel=1e-5)
+        assert h["val"]["map"] == pytest.approx(k["val"]["map"], abs=1e-6)
+    model, meta, _ = load_model(tmp_path / "features" / "best.npz")
+    assert meta["model"]["name"] == "feature_mlp"
+    expected, _, _ = load_model(tmp_path / "images" / "best.npz")
+    np.testing.assert_allclose(predict_proba(model, posters.images, output="logits"),
+                               predict_proba(expected, posters.images, output="logits"),
+                               rtol=1e-4, atol=1e-5)
