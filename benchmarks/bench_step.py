@@ -29,12 +29,12 @@ backward and update (opt.step and zero_grad), to show where the time goes.
 
 Between two measurements the script pauses --settle seconds: after a call, OpenBLAS's worker
 threads keep spinning for about 0.1 s (OpenMP's for a shorter while), and a measurement that
-starts inside that window shares the cores with them. Inside a step nothing pauses, so nn's
-update, which follows its backward products, does pay for that spinning, as it does in
-training (OPENBLAS_THREAD_TIMEOUT=4 in the environment makes those threads sleep at once; the
-script reports that variable and never sets it). The machine's load is measured too: on Linux, the CPU time other processes used
-during the measurements is reported, and a busy machine is flagged, since on 2 cores any
-other job distorts every number here.
+starts inside that window shares the cores with them. Inside a step nothing pauses, so the
+textbook loop's update, which follows its backward products, does pay for that spinning, as it
+does in training (OPENBLAS_THREAD_TIMEOUT=4 in the environment makes those threads sleep at
+once; the script reports that variable and never sets it). The machine's load is measured too:
+on Linux, the CPU time other processes used during the measurements is reported, and a busy
+machine is flagged, since on 2 cores any other job distorts every number here.
 """
 
 import argparse

@@ -36,10 +36,11 @@ def add_product(c, a, b, alpha=1.0, beta=1.0):
         raise TypeError(f"add_product: dtypes differ: c {c.dtype}, a {a.dtype}, b {b.dtype}")
     if not c.flags.writeable:
         raise ValueError("add_product: c is read-only")
+    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
+        a, b = a.copy(), b.copy()   # both paths write c while they still read a and b
     gemm = (_blas_gemm() or {}).get(c.dtype.type)
     layouts = [_layout(x) for x in (c, a, b)]
-    if (gemm is None or None in layouts or layouts[0][0] != _NO_TRANS or c.size == 0
-            or a.size == 0 or np.may_share_memory(c, a) or np.may_share_memory(c, b)):
+    if gemm is None or None in layouts or layouts[0][0] != _NO_TRANS or c.size == 0 or a.size == 0:
         _numpy_add_product(c, a, b, alpha, beta)
         return
     (_, ldc), (trans_a, lda), (trans_b, ldb) = layouts

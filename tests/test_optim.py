@@ -26,7 +26,8 @@ def test_sgd_momentum_and_weight_decay_by_hand():
     opt = nn.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
     opt.step()  # g = 0.5 + 0.01*1 = 0.51; v = 0.51; p = 1 - 0.051 = 0.949
     np.testing.assert_allclose(p.data, [0.949], rtol=1e-15)
-    opt.step()  # g = 0.5 + 0.00949 = 0.50949; v = 0.9*0.51 + 0.50949 = 0.96849; p = 0.949 - 0.096849
+    opt.step()  # g = 0.5 + 0.00949 = 0.50949; v = 0.9*0.51 + 0.50949 = 0.96849
+    #             p = 0.949 - 0.096849
     np.testing.assert_allclose(p.data, [0.852151], rtol=1e-14)
     np.testing.assert_allclose(opt.velocity[0], [0.96849], rtol=1e-14)
 
