@@ -275,17 +275,25 @@ def load_model(path):
     parameter, and a spec cannot ask for more parameters than the file holds, nor image_size
     for larger images than the model takes or MAX_IMAGE_SIDE allows.
     """
-    arrays, meta = load_checkpoint(path)
-    _check_prediction_meta(path, meta)
-    state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
-    _check_weights(path, meta.get("model"), state)
-    _check_image_size(path, meta)
+    state, meta, arrays = read_model(path)
     try:
         model = build_model(meta["model"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
     model.load_state_dict(state)
     return model, meta, arrays
+
+
+def read_model(path):
+    """(weights {name: array}, meta, other arrays) from a checkpoint, checked as load_model
+    checks them, without building the model: for copying into a model that already exists
+    (Trainer.resume), where a second paper MLP would cost 753 MB and its random init."""
+    arrays, meta = load_checkpoint(path)
+    _check_prediction_meta(path, meta)
+    state = {k[len("model."):]: arrays.pop(k) for k in list(arrays) if k.startswith("model.")}
+    _check_weights(path, meta.get("model"), state)
+    _check_image_size(path, meta)
+    return state, meta, arrays
 
 
 def _check_weights(path, spec, state):

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError
 from .fixed_features import FeatureLoader
 from .layers import sigmoid
 from .losses import BCELoss
-from .models import load_model, save_model
+from .models import read_model, save_model
 
 
 class DivergedError(RuntimeError):
@@ -127,7 +127,7 @@ class Trainer:
         The optimizer state must be this run's optimizer's, array for array: one saved by
         another optimizer or with other settings (e.g. momentum) is a CheckpointError, raised
         before the model or the optimizer changes."""
-        model, meta, arrays = load_model(path)
+        weights, meta, arrays = read_model(path)
         if meta.get("model") != self.meta["model"]:
             raise CheckpointError(f"{path}: it holds {meta.get('model')}, but this run trains "
                                   f"{self.meta['model']}")
@@ -144,7 +144,7 @@ class Trainer:
             name = type(self.optimizer).__name__
             raise CheckpointError(f"{path}: the optimizer state (optim.*) does not fit this "
                                   f"run's {name}: {exc.args[0]}") from None
-        self.checkpoint_model.load_state_dict(model.state_dict())
+        self.checkpoint_model.load_state_dict(weights)
         self.state = state
 
     def fit(self, epochs):
