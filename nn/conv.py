@@ -70,6 +70,19 @@ def _col2im(d_windows, x_shape, stride):
     return dx
 
 
+def im2col(x, kernel_size, stride):
+    """Every kernel_size = (kh, kw) window of the images x (N, H, W, C), stride = (sh, sw) apart,
+    as one row: (N * Ho * Wo, kh * kw * C) in (kh, kw, C) order, and (Ho, Wo).
+
+    sliding_window_view gives the windows as a view at stride 1, [::sh, ::sw] keeps every s-th,
+    and the reshape of the reordered view is the one copy.
+    """
+    sh, sw = stride
+    windows = sliding_window_view(x, kernel_size, axis=(1, 2))[:, ::sh, ::sw]
+    n, ho, wo = windows.shape[:3]
+    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1), (ho, wo)
+
+
 class Conv2d(Module):
     """y[n, r, c, :] = sum over (i, j, ci) of x[n, s*r + i, s*c + j, ci] W[i, j, ci, :]  +  b.
 
@@ -113,11 +126,7 @@ class Conv2d(Module):
         if ph or pw:
             x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
         ho, wo = _output_size(self, x, self.kernel_size, self.stride)
-        # Every window as a view (N, Ho, Wo, C, kh, kw): sliding_window_view gives them at
-        # stride 1, [::sh, ::sw] keeps every s-th. Reordered to (kh, kw, C) like W's rows.
-        sh, sw = self.stride
-        windows = sliding_window_view(x, self.kernel_size, axis=(1, 2))[:, ::sh, ::sw]
-        cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(len(x) * ho * wo, -1)  # the copy
+        cols, _ = im2col(x, self.kernel_size, self.stride)   # rows in (kh, kw, C) order, as W's
         self._cols = cols, x.shape
         c_out = self.weight.data.shape[3]
         y = cols @ self.weight.data.reshape(-1, c_out)

@@ -18,6 +18,10 @@ class Ensemble(Module):
     def __init__(self, members, outputs):
         if len(members) != len(outputs) or not members:
             raise ValueError("an ensemble needs one output kind per member, and a member")
+        unknown = set(outputs) - {"logits", "probabilities"}
+        if unknown:   # a typo would otherwise skip the sigmoid of that member without a word
+            raise ValueError(f"unknown output kinds {sorted(unknown)}: 'logits' or "
+                             "'probabilities'")
         self.members = list(members)
         self.outputs = list(outputs)
 

@@ -16,8 +16,8 @@ and load it like any weights, but it is fitted by k-means, not by gradient steps
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from .conv import im2col
 from .features import grid_cells
 from .layers import Module, Parameter
 
@@ -80,18 +80,16 @@ class KMeansFeatures(Module):
     def forward(self, x):
         h, w = self.image_size
         images = x.reshape(len(x), h, w, 3)
-        s = self.stride
-        windows = sliding_window_view(images, (self.patch, self.patch), axis=(1, 2))[:, ::s, ::s]
-        n, rows, cols = windows.shape[:3]
-        # (N, Ho, Wo, 3, p, p) -> rows of (p, p, 3), the pixel order of fit's patches
-        v = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * rows * cols, -1)
+        n = len(images)
+        # rows of (p, p, 3), the pixel order of fit's patches
+        v, (rows, cols) = im2col(images, (self.patch, self.patch), (self.stride, self.stride))
         z = (normalise_patches(v) - self.patch_mean.data) @ self.whiten.data
         distances = np.sqrt(_squared_distances(z, self.centroids.data))
         codes = np.maximum(distances.mean(axis=1, keepdims=True) - distances, 0)
         codes = codes.reshape(n, rows * cols, -1)
         cell = grid_cells(rows, cols, self.grid, self.grid).ravel()
         pooled = [codes[:, cell == k].max(axis=1) for k in range(self.grid * self.grid)]
-        return np.concatenate(pooled, axis=1).astype(x.dtype)
+        return np.concatenate(pooled, axis=1).astype(x.dtype, copy=False)
 
     def backward(self, g):
         raise RuntimeError("KMeansFeatures has no gradient: make it the first layer, and give "

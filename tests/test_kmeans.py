@@ -21,6 +21,19 @@ def test_fit_finds_a_whitening_and_centroids(rng):
     np.testing.assert_allclose(layer.whiten.data, layer.whiten.data.T, atol=1e-5)
     assert np.isfinite(layer.centroids.data).all()
     assert len(np.unique(layer.centroids.data.round(4), axis=0)) == 8
+    # whitening whitens: the whitened patches' covariance has eigenvalues l / (l + eps) <= 1,
+    # the largest near 1 (the identity matrix would leave the raw variances, far from that)
+    from nn.kmeans import WHITEN_EPS, _kmeans, _zca
+    v = normalise_patches(stripes(rng).reshape(-1, 3 * 3 * 3)[:2000] / np.float32(255))
+    v = v - v.mean(axis=0)
+    cov = np.linalg.eigvalsh(np.cov(v @ _zca(v), rowvar=False))
+    raw = np.linalg.eigvalsh(np.cov(v, rowvar=False))
+    np.testing.assert_allclose(cov, raw / (raw + WHITEN_EPS), rtol=1e-3, atol=1e-4)
+    assert cov.max() > 0.5
+    # Lloyd's iterations find two well-separated blobs' centres from random starting rows
+    blobs = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(5, 0.1, (200, 2))])
+    found = _kmeans(blobs.astype(np.float32), 2, 5, np.random.default_rng(1))
+    np.testing.assert_allclose(sorted(found[:, 0]), [0, 5], atol=0.1)
 
 
 def test_forward_is_the_triangle_code_max_pooled_per_cell(rng):
