@@ -52,10 +52,10 @@ def decode_rates(paths, size, workers, chunk=250):
     the first one alternating, into one buffer whose pages were touched beforehand.
     """
     buf = np.ones((min(chunk, len(paths)), size, size, 3), np.uint8)
-    seconds = {1: 0.0, workers: 0.0}
+    seconds = dict.fromkeys(sorted({1, workers}), 0.0)   # one entry on a one-core machine
     for k, lo in enumerate(range(0, len(paths), chunk)):
         part = paths[lo:lo + chunk]
-        for w in ([1, workers] if k % 2 == 0 else [workers, 1]):
+        for w in (list(seconds) if k % 2 == 0 else list(seconds)[::-1]):
             start = time.perf_counter()
             load_images(part, size, workers=w, out=buf[:len(part)], progress=False)
             seconds[w] += time.perf_counter() - start

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import nn  # noqa: E402
 from nn.blas import using_blas  # noqa: E402
+from nn.data import default_workers  # noqa: E402
 from nn.models import PAPER_HIDDEN, PAPER_INPUT, paper_mlp  # noqa: E402
 
 try:
@@ -267,7 +268,7 @@ def run(input_size=PAPER_INPUT, repeats=7, warmup=2, settle=0.25, use_torch=True
         log("torch is not installed: skipping the PyTorch column (pip install -e '.[torch]')")
         use_torch = False
     if use_torch:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(default_workers())   # the cores this process may use
 
     x, y = make_batch(input_size)
     textbook = NNStep(input_size, x, y, step_in_backward=False, prefix="nn_textbook")

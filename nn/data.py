@@ -229,7 +229,7 @@ def _decode_into(paths, out, size, resample, workers, stop: bool, progress: bool
     """Decode paths[i] into out[i] for every i, in parallel. Returns {i: reason} for the bad
     images, whose rows are zeroed; with stop=True it returns at the first bad one (in order)."""
     # Threads, not processes: Pillow releases the GIL while it decodes and resizes, so threads
-    # scale across cores (on 2 cores, 1.9x one worker at 350 x 350: benchmarks/bench_load.py),
+    # scale across cores (on 2 cores, 1.8x one worker at 350 x 350: benchmarks/bench_load.py),
     # while a process pool was about 20% slower than the threads, because every decoded image
     # must be pickled back to the parent. Threads also write straight into `out`, which may be
     # a memmap on disk.
@@ -400,8 +400,6 @@ class PosterDataset:
         labels = read_labels(csv_path, on_bad_row=on_bad_row)
         n = len(labels.ids) if limit is None else min(limit, len(labels.ids))
         ids, lines = labels.ids[:n], labels.lines[:n]
-        images_dir = self.root / "Images"
-        paths = [images_dir / f"{i}.jpg" for i in ids]
         width, height = _as_size(size)
 
         cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
@@ -413,7 +411,8 @@ class PosterDataset:
         how_many = "all" if limit is None else limit
         family = f"posters-{folder}-{width}x{height}-r{int(resample)}-n{how_many}"
         # Plain strings: for 5,432 posters, pathlib's joins (16 ms) cost more than the stats.
-        digests = _file_digests([os.path.join(resolved, "Images", f"{i}.jpg") for i in ids],
+        prefix = os.path.join(resolved, "Images", "")
+        digests = _file_digests([f"{prefix}{i}.jpg" for i in ids],
                                 cache_dir / f"{family}.digests.json")
         key = _cache_key(csv_path.read_bytes(), ids, digests, (width, height), resample)
         npy = cache_dir / f"{family}-{key[:20]}.npy"
@@ -421,6 +420,7 @@ class PosterDataset:
         cached = self._open_cache(npy, height, width)
         if cached is None:
             cache_dir.mkdir(parents=True, exist_ok=True)
+            paths = [self.root / "Images" / f"{i}.jpg" for i in ids]
             self._build_cache(npy, paths, ids, lines, (width, height), resample, workers,
                               on_bad_image, progress)
             for old in [*cache_dir.glob(f"{family}-*.npy"), *cache_dir.glob(f"{family}-*.json")]:

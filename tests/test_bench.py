@@ -34,6 +34,8 @@ def test_bench_step_quick_writes_json(tmp_path):
         assert len(t["samples_ms"]) == 2
     assert result["ratios"]["nn/floor"] > 0 and result["ratios"]["nn_textbook/floor"] > 0
     assert result["not_float32"] == [], result["not_float32"]
+    # the two nn loops start from the same weights and batch: the same first loss
+    assert abs(result["first_loss"]["nn"] - result["first_loss"]["nn_textbook"]) < 1e-6
 
     if env["torch"] is None:
         assert "torch_step" not in times and result["ratios"]["nn/torch"] is None

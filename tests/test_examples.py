@@ -61,8 +61,11 @@ def test_the_textbook_loop_trains_the_same_weights_as_stepping_inside_backward(t
     run("train_posters.py", "--data", data, "--size", 16, "--epochs", 3, "--hidden", 32, 16, 16,
         16, "--lr", 0.5, "--out", work / "textbook", "--step-after-backward", cwd=work)
     # (before test_resume_from_last_continues_the_run, below, trains run/last.npz on)
-    fused, textbook = (load_checkpoint(work / run_dir / "last.npz")[0]
-                       for run_dir in ("run", "textbook"))
+    (fused, fused_meta), (textbook, textbook_meta) = (
+        load_checkpoint(work / run_dir / "last.npz") for run_dir in ("run", "textbook"))
+    # the flag reached the run: otherwise this would compare two identical fused runs
+    assert fused_meta["config"]["step_after_backward"] is False
+    assert textbook_meta["config"]["step_after_backward"] is True
     assert fused.keys() == textbook.keys()
     for name in fused:
         np.testing.assert_allclose(fused[name], textbook[name], rtol=1e-4, atol=1e-6,
