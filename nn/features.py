@@ -118,6 +118,10 @@ class Concat(Module):
         self._widths = [out.shape[1] for out in outputs]
         return np.concatenate(outputs, axis=1)
 
+    @property
+    def n_features(self):
+        return sum(branch.n_features for branch in self.branches)
+
     def backward(self, g):
         widths = _saved(self, self._widths)
         parts = np.split(g, np.cumsum(widths)[:-1], axis=1)

@@ -101,6 +101,11 @@ def feature_mlp(image_size, mean, std, features=None, kmeans=None, hidden=(), n_
     empty: fit it (KMeansFeatures.fit) or load a checkpoint's weights before use.
     """
     extract = feature_extractor(image_size, features, kmeans)
+    # The spec may come from a checkpoint: settings that shape no parameter (histogram bins,
+    # grids) must still agree with mean, or the first forward could ask for gigabytes.
+    if len(mean) != extract.n_features:
+        raise ValueError(f"feature_mlp: its features give {extract.n_features} columns, but "
+                         f"mean and std have {len(mean)}")
     return Sequential(extract, Standardize(mean, std),
                       *_linear_stack([len(mean), *hidden, n_out], np.random.default_rng(rng),
                                      dropout=dropout))

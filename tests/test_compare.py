@@ -124,3 +124,7 @@ def test_heads_train_on_features_computed_once_and_average_in_one_checkpoint(
     assert not np.array_equal(heads[0], heads[1])                          # its own head
     images = posters.at(16).images
     np.testing.assert_array_equal(predict_proba(model, images, posters.val_idx), r["probs"])
+    # and, computed apart from the ensemble: the mean of each head's own checkpoint
+    per_head = [predict_proba(load_model(tmp_path / "run" / "f" / f"head{i}" / "best.npz")[0],
+                              images, posters.val_idx, "logits") for i in range(3)]
+    np.testing.assert_allclose(np.mean(per_head, axis=0), r["probs"], rtol=1e-6, atol=1e-7)

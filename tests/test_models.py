@@ -144,6 +144,22 @@ def test_every_builder_roundtrips_through_a_checkpoint(spec, rng, tmp_path):
     assert loaded(x).shape == (3, 4)
 
 
+def test_feature_settings_that_shape_no_weight_must_agree_with_the_standardisation(tmp_path):
+    """hsv_bins 2000^3 changes no parameter's shape, so the weights check passes; the first
+    forward would then allocate ~60 GB. The builder refuses it, naming the mismatch."""
+    spec = next(s for s in BUILDERS if s["name"] == "feature_mlp"
+                and "kmeans" not in s["kwargs"])
+    save_model(tmp_path / "m.npz", build_model(spec),
+               {**META, "model": spec, "genres": list("ABCD"), "image_size": [8, 8]})
+    arrays, meta = load_checkpoint(tmp_path / "m.npz")
+    features = {**spec["kwargs"]["features"], "hsv_bins": [2000, 2000, 2000]}
+    huge = {**spec, "kwargs": {**spec["kwargs"], "features": features}}
+    save_checkpoint(tmp_path / "m.npz", arrays, {**meta, "model": huge})
+    with pytest.raises(CheckpointError, match=r"m\.npz: cannot rebuild the model: feature_mlp: "
+                                              r"its features give \d+ columns, but mean"):
+        load_model(tmp_path / "m.npz")
+
+
 @pytest.mark.parametrize("spec", BUILDERS + [
     {"name": "paper_mlp", "kwargs": {"input_size": 5, "hidden": [3], "dtype": "float64"}},
     {"name": "small_cnn", "kwargs": {"image_size": [8, 8], "mean": [0.4] * 3, "std": [0.2] * 3}},
