@@ -45,6 +45,7 @@ from common import HONEST, add_data_args, run
 import nn
 from nn.augment import RandomFlipShift
 from nn.data import DataLoader, PosterDataset, find_dataset, load_image, train_val_split
+from nn.ensemble import Ensemble
 from nn.kmeans import KMeansFeatures
 from nn.metrics import average_precision, evaluate, format_table
 from nn.models import (LabelPrior, build_model, feature_extractor, load_model, save_model,
@@ -212,12 +213,12 @@ def train(plan, posters, out):
     if plan.heads == 1:
         checkpoint, output = first.best_path, plan.output
         best_epoch, epochs_run = first.state.best_epoch, first.state.epoch
+        best, _, _ = load_model(checkpoint)
     else:  # the heads' best weights in one checkpoint that averages their probabilities
         checkpoint, output = out / plan.name / "best.npz", "probabilities"
-        save_ensemble([r.best_path for r in runs], checkpoint, posters, asdict(plan))
+        best, _ = save_ensemble([r.best_path for r in runs], checkpoint, posters, asdict(plan))
         best_epoch = [r.state.best_epoch for r in runs]
         epochs_run = [r.state.epoch for r in runs]
-    best, _, _ = load_model(checkpoint)
     return {"probs": predict_proba(best, data.images, posters.val_idx, output),
             "checkpoint": checkpoint, "n_parameters": best.num_parameters(),
             "train_time_s": seconds, "image_size": plan.size, "best_epoch": best_epoch,
@@ -295,9 +296,8 @@ def save_ensemble(checkpoints, path, posters, config):
                          f"image sizes {sizes}")
     spec = {"name": "ensemble", "kwargs": {"members": [
         {"model": meta["model"], "output": meta["output"]} for _, meta, _ in members]}}
-    model = build_model(spec)
-    for slot, (member, _, _) in zip(model.members, members):
-        slot.load_state_dict(member.state_dict())
+    # the loaded members themselves: what build_model(spec) would make, without a second copy
+    model = Ensemble([m for m, _, _ in members], [meta["output"] for _, meta, _ in members])
     size = sizes.pop()[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(path, model, posters.meta(spec, "probabilities", size, config))
@@ -309,7 +309,8 @@ def combine(names, results, posters, out):
     path = out / "ensemble" / "best.npz"
     model, size = save_ensemble([results[n]["checkpoint"] for n in names], path, posters,
                                 {"members": names})
-    probs = predict_proba(model, posters.at(size).images, posters.val_idx, "probabilities")
+    # what Ensemble.forward averages, already computed by each member's own validation
+    probs = np.mean([results[n]["probs"] for n in names], axis=0)
     return {"probs": probs, "checkpoint": path, "n_parameters": model.num_parameters(),
             "train_time_s": sum(results[n]["train_time_s"] for n in names),
             "image_size": size, "best_epoch": None, "epochs_run": 0, "history": [],
