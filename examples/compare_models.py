@@ -31,7 +31,6 @@ plots when matplotlib is installed; copies the best checkpoint by validation mAP
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -45,6 +44,7 @@ from common import HONEST, add_data_args, run
 import nn
 from nn.augment import RandomFlipShift
 from nn.data import DataLoader, PosterDataset, find_dataset, load_image, train_val_split
+from nn.checkpoint import write_atomically
 from nn.ensemble import Ensemble
 from nn.kmeans import KMeansFeatures
 from nn.metrics import average_precision, evaluate, format_table
@@ -375,9 +375,8 @@ def write_results(results, best, posters, args, wall):
 
 def copy_atomically(src, dst):
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as source:
+        write_atomically(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 def make_plots(results, best, posters, out):

@@ -55,20 +55,30 @@ def save_checkpoint(path, arrays, meta):
         raise CheckpointError(f"{path}: meta is not JSON-serialisable: {exc}") from None
     payload[META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
+    def write_zip(f):
+        # Stored, not deflated: trained weights barely compress and the big ones are ~1 GB.
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED) as archive:
+            for name, array in payload.items():
+                with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
+    write_atomically(path, write_zip)
+
+
+def write_atomically(path, write):
+    """Call write(f) on a new temporary binary file beside path, make it durable, and move it
+    onto path in one step: a crash leaves the old file or the new one, never part of one, and
+    two writers never share a temporary file."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.NamedTemporaryFile(
         dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
     )
     try:
         with tmp:
-            # Stored, not deflated: trained weights barely compress and the big ones are ~1 GB.
-            with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED) as archive:
-                for name, array in payload.items():
-                    with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
-        # NamedTemporaryFile is private (0600); give the checkpoint the mode open() would.
+        # NamedTemporaryFile is private (0600); give the file the mode open() would.
         # Reading the umask means setting it; the window is two calls long.
         umask = os.umask(0)
         os.umask(umask)

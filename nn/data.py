@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+
+from .checkpoint import write_atomically
 
 __all__ = [
     "DataError", "Labels", "read_labels", "load_image", "load_images", "default_workers",
@@ -348,14 +349,10 @@ def _file_digests(paths, memo: Path) -> list[str | None]:
         if entry == known.get(name) or max(st.st_mtime_ns, st.st_ctime_ns) < started - _RACY_NS:
             remembered[name] = entry
     if remembered != known:
-        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        text = json.dumps({"format": _DIGESTS_FORMAT, "files": remembered}).encode()
         with contextlib.suppress(OSError):   # e.g. a read-only cache folder: hash next time too
-            try:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps({"format": _DIGESTS_FORMAT, "files": remembered}))
-                os.replace(tmp, memo)
-            finally:
-                tmp.unlink(missing_ok=True)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(memo, lambda f: f.write(text))
     return digests
 
 
@@ -482,9 +479,8 @@ class PosterDataset:
                 os.replace(compact, tmp)
             else:
                 del stack
-            meta = npy.with_suffix(".json.tmp")
-            meta.write_text(json.dumps({"ids": [ids[i] for i in keep], "skipped": problems}))
-            os.replace(meta, npy.with_suffix(".json"))
+            text = json.dumps({"ids": [ids[i] for i in keep], "skipped": problems}).encode()
+            write_atomically(npy.with_suffix(".json"), lambda f: f.write(text))
             os.replace(tmp, npy)   # last: the .npy existing means the cache is complete
         finally:
             tmp.unlink(missing_ok=True)
