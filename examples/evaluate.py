@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import HONEST, add_data_args, honest_table, run
+from common import add_data_args, honest_table, run
 
 from nn.checkpoint import CheckpointError
 from nn.data import PosterDataset, find_dataset

@@ -15,8 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from common import add_data_args, honest_table, peak_rss_gb, run
 
 import nn
